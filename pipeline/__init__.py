@@ -1,0 +1,1 @@
+"""The streaming path: frames -> faces -> aligned crops -> embeddings -> matches -> tracks -> events."""
