@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TEACHER := .cache/teacher-venv/.installed
 
 .PHONY: demo test bench clean-state
 
@@ -12,12 +13,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	# MTCNN weights ship as data inside facenet-pytorch; its pins clash with current torch, so no deps.
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
+	# dlib's CC0 face-recognition ResNet weights: the trainer's initialisation and distillation teacher.
+	$(PY) -m pip install -q --no-deps face-recognition-models==0.3.0
 	@touch $(STAMP)
+
+# dlib itself, in a venv of its own: only the parity test of our PyTorch port needs it.
+$(TEACHER): 
+	$(PYTHON) -m venv .cache/teacher-venv || python3 -m venv .cache/teacher-venv
+	.cache/teacher-venv/bin/pip install -q dlib-bin==20.0.1.post1 numpy==2.4.6 face-recognition-models==0.3.0
+	@touch $(TEACHER)
 
 demo: $(STAMP)
 	$(PY) run.py --config configs/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(TEACHER)
 	$(PY) -m pytest -q
 
 clean-state:

@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy and speed figures printed as JSON (`python -m bench.<name> --json`)."""

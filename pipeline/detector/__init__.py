@@ -1,0 +1,6 @@
+"""MTCNN face detector with 5 landmarks: torch nets, ONNX export, batched multi-frame detection."""
+
+from pipeline.detector.export import cached_onnx, export_onnx
+from pipeline.detector.mtcnn import MTCNN
+
+__all__ = ["MTCNN", "cached_onnx", "export_onnx"]

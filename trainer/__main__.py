@@ -1,0 +1,135 @@
+"""`python -m trainer prepare|train|eval|export` — the trainer's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import load_config
+from pipeline.errors import FacestreamError
+from pipeline.logs import configure_logging
+
+log = logging.getLogger("trainer")
+
+
+def _prepare(args) -> dict:
+    from trainer.export import model_template
+    from trainer.models import model_preprocess
+    from trainer.prepare import prepare
+
+    size = model_preprocess(args.model).input_size
+    summary = prepare(args.root, args.out, size=size, template=model_template(args.model),
+                      min_face_size=args.min_face_size, fallback=args.fallback,
+                      fallback_fraction=args.fallback_fraction)
+    return summary.__dict__ if hasattr(summary, "__dict__") else dict(summary._asdict())
+
+
+def _train(args) -> dict:
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    cfg = load_config(args.config, args.set, model=TrainConfig)
+    return train(cfg, resume=args.resume)
+
+
+def _eval(args) -> dict:
+    from pipeline.embedder import Embedder
+    from trainer.evaluate import evaluate
+    from trainer.pairs import parse_folds
+    from trainer.plots import plot_evaluation
+
+    embedder = Embedder(args.model, threads=args.threads)
+    result = evaluate(args.pairs, args.images, embedder.embed, size=embedder.size, template=embedder.template,
+                      folds=parse_folds(args.folds) if args.folds else None, far=args.far, roc=bool(args.plot))
+    result["model"] = embedder.card.model_id
+    result["fingerprint"] = embedder.fingerprint
+    if args.plot:
+        plot_evaluation(result, args.plot, title=f"{embedder.card.model_id} on {Path(args.pairs).name}")
+        for key in ("roc", "scores", "labels"):
+            result.pop(key, None)
+        result["plot"] = str(args.plot)
+    return result
+
+
+def _export(args) -> dict:
+    from trainer.export import export
+
+    card = export(args.run, args.out, model_id=args.model_id)
+    return json.loads(Path(card).read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="detect + align a folder-per-identity tree into a crop cache")
+    p.add_argument("root", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", default="dlib_resnet", help="model whose input size and template to crop for")
+    p.add_argument("--min-face-size", type=float, default=20)
+    p.add_argument("--fallback", choices=["centre", "none"], default="centre")
+    p.add_argument("--fallback-fraction", type=float, default=0.6,
+                   help="centre-box side as a fraction of the image, for images with no detection")
+    p.set_defaults(run=_prepare)
+
+    p = sub.add_parser("train", help="triplet training with online mining")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="LFW-protocol verification from raw images")
+    p.add_argument("--pairs", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None, help="model card (.json); default: the shipped model")
+    p.add_argument("--folds", default=None, help="only these folds, e.g. 6,8")
+    p.add_argument("--far", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--plot", type=Path, default=None, help="write the ROC curve as a PNG")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("export", help="ONNX + model card from a finished run")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the .onnx to write (card beside it)")
+    p.add_argument("--model-id", default=None)
+    p.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if getattr(args, "model", None) is None and args.command == "eval":
+        from pipeline.embedder import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
+    try:
+        result = args.run(args)
+    except FacestreamError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    text = json.dumps(result, indent=None if getattr(args, "json", False) else 2, default=_jsonable)
+    print(text)
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Training configuration (configs/train_*.yaml), validated like every other config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config import Section
+
+
+class DataConfig(Section):
+    cache: Path = Field(description="aligned-crop cache written by `python -m trainer prepare`")
+    # Identity-disjoint validation: people named in these folds of this pairs file are left out of training.
+    holdout_pairs: Path | None = None
+    holdout_folds: list[int] = []
+    min_images: int = Field(2, ge=2, description="identities with fewer images cannot form positives")
+
+
+class BatchConfig(Section):
+    identities: int = Field(16, ge=2, description="P identities per batch")
+    images_per_identity: int = Field(4, ge=2, description="K images per identity")
+
+
+class MiningConfig(Section):
+    margin: float = Field(0.2, gt=0, description="alpha: the one owner of the triplet margin")
+    miner: Literal["semihard", "batch_hard", "batch_all"] = "semihard"
+    # Curriculum: after `miner`, move to batch-hard negatives once the mean active-triplet fraction
+    # over `window` steps falls below `threshold`.
+    curriculum: bool = True
+    threshold: float = Field(0.1, ge=0, le=1)
+    window: int = Field(50, ge=1)
+    min_steps: int = Field(0, ge=0)
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    steps: int = Field(1000, ge=1)
+    warmup_steps: int = Field(50, ge=0)
+    freeze: list[str] = Field([], description="parameter-name prefixes kept frozen (fine-tuning)")
+
+
+class AugmentConfig(Section):
+    """Mirrors trainer.augment.AugmentConfig, which validates the values."""
+
+    flip_p: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    shift: float = 0.05
+    scale: float = 0.05
+    jpeg_p: float = 0.3
+    jpeg_quality: tuple[int, int] = (40, 95)
+    grayscale_p: float = 0.05
+
+
+class DistillConfig(Section):
+    enabled: bool = False
+    mode: Literal["centred_cosine", "relational"] = "centred_cosine"
+    weight: float = Field(1.0, ge=0)
+    teacher: Literal["dlib_resnet"] = "dlib_resnet"
+
+
+class ModelConfig(Section):
+    name: str = "mobilefacenet"
+    init: Literal["random", "dlib"] = "random"
+
+
+class TrainConfig(Section):
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    batch: BatchConfig = BatchConfig()
+    mining: MiningConfig = MiningConfig()
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+    distill: DistillConfig = DistillConfig()
+    seed: int = 0
+    threads: int = Field(0, ge=0)
+    output: Path = Path("runs/train")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)

@@ -1,0 +1,185 @@
+"""The training loop: P x K batches -> embeddings -> (gather across ranks) -> mining -> triplet loss.
+
+Deterministic from the config's seed, resumable from `output/checkpoint.pt`, TensorBoard scalars under
+`output/tb`, tqdm on rank 0. Works alone or under `torchrun` (DDP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.config import save_resolved
+from trainer.batches import BatchLoader
+from trainer.config import TrainConfig
+from trainer.crops import CropCache
+from trainer.curriculum import Curriculum, Stage
+from trainer.distributed import DistContext
+from trainer.losses import DistillationLoss, teacher_mean
+from trainer.models import create_model, model_preprocess
+from trainer.selection import training_indices
+from trainer.teacher_targets import teacher_targets
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    kwargs = {"weights": "dlib"} if cfg.model.init == "dlib" else {}
+    model = create_model(cfg.model.name, **kwargs)
+    for name, param in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in cfg.optim.freeze):
+            param.requires_grad_(False)
+    return model
+
+
+def build_curriculum(cfg: TrainConfig) -> Curriculum:
+    mining = cfg.mining
+    stages = [Stage(mining.miner)]
+    if mining.curriculum and mining.miner != "batch_hard":
+        stages.append(Stage("batch_hard"))
+    return Curriculum(mining.margin, stages=stages, threshold=mining.threshold, window=mining.window,
+                      min_steps=mining.min_steps, seed=cfg.seed)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5% of the base rate."""
+    warm = cfg.optim.warmup_steps
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, cfg.optim.steps - warm)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: DistContext):
+        self.cfg, self.ctx = cfg, ctx
+        self.out = Path(cfg.output)
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        cache = CropCache.open(cfg.data.cache)
+        indices = training_indices(cache, cfg.data)
+        self.model = build_model(cfg)
+        self.batches = BatchLoader(cache, indices, model_preprocess(cfg.model.name), cfg, rank=ctx.rank,
+                                   world_size=ctx.world_size)
+        self.targets = teacher_targets(cache, cfg) if cfg.distill.enabled else None
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if ctx.enabled else self.model)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, lambda s: _lr_factor(s, cfg))
+        self.distill = None
+        if cfg.distill.enabled:
+            self.distill = DistillationLoss(cfg.distill.mode, teacher_mean=teacher_mean(self.targets[indices]))
+        self.curriculum = build_curriculum(cfg)
+        self.step = 0
+        self.writer = None
+        if ctx.is_main:
+            from tensorboardX import SummaryWriter  # writes TensorBoard event files, no TF stack
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_resolved(cfg, self.out)
+            self.writer = SummaryWriter(str(self.out / "tb"))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        if not self.ctx.is_main:
+            return
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "sched": self.sched.state_dict(),
+            "curriculum": self.curriculum.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint_path)  # never a half-written checkpoint
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        self.sched.load_state_dict(state["sched"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", self.checkpoint_path, self.step)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        images, labels, rows = self.batches.batch(self.step)
+        embeddings = self.ddp(images)
+        all_embeddings, all_labels = self.ctx.gather(embeddings, labels)
+        miner = self.curriculum.miner
+        triplets = miner.mine(all_embeddings.detach(), all_labels)
+        triplet_loss = self.curriculum.loss(all_embeddings, triplets).loss
+        loss = triplet_loss
+        record = {"loss/triplet": float(triplet_loss), "batch/global_size": float(len(all_labels)),
+                  **miner.last_stats.as_log()}
+        if self.distill is not None:
+            distill_loss = self.distill(embeddings, self.targets[rows])
+            loss = loss + self.cfg.distill.weight * distill_loss
+            record["loss/distill"] = float(distill_loss)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        self.sched.step()
+        record.update(self.curriculum.step(miner.last_stats))
+        record["loss/total"] = float(loss)
+        record["lr"] = self.sched.get_last_lr()[0]
+        return record
+
+    def run(self) -> dict:
+        self.model.train()
+        total = self.cfg.optim.steps
+        start_step, started = self.step, time.perf_counter()
+        bar = tqdm(total=total, initial=self.step, desc="train", disable=not self.ctx.is_main, unit="step")
+        while self.step < total:
+            record = self.train_step()
+            self.step += 1
+            bar.update(1)
+            if self.writer and (self.step % self.cfg.log_every == 0 or self.step == total):
+                for key, value in record.items():
+                    self.writer.add_scalar(key, value, self.step)
+                bar.set_postfix(loss=f"{record['loss/total']:.4f}", active=f"{record['mining/active_fraction']:.2f}",
+                                stage=self.curriculum.stage.miner)
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        elapsed = time.perf_counter() - started
+        images = (self.step - start_step) * self.batches.batch_size * self.ctx.world_size
+        summary = {"command": shlex.join(["python", "-m", "trainer", *sys.argv[1:]]),
+                   "steps": self.step, "wall_s": round(elapsed, 1),
+                   "images_per_s": round(images / max(elapsed, 1e-9), 2),
+                   "final_stage": self.curriculum.stage.miner}
+        if self.ctx.is_main:
+            torch.save(self.model.state_dict(), self.out / "model.pt")
+            (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self.writer.close()
+        return summary
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    ctx = DistContext.from_env()
+    try:
+        trainer = Trainer(cfg, ctx)
+        if resume:
+            trainer.load_checkpoint()
+        return trainer.run()
+    finally:
+        ctx.close()
