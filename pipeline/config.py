@@ -41,6 +41,8 @@ class DetectorConfig(Section):
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     scale_factor: float = Field(0.709, gt=0.1, lt=1.0)
     engine: Literal["torch", "onnxruntime"] = "torch"
+    # Larger frames are detected on a downscaled copy: phone photos (4000 px) would cost seconds each.
+    max_side: int | None = Field(1280, ge=48)
 
 
 class DemoConfig(Section):

@@ -128,24 +128,25 @@ class Trainer:
         triplets = miner.mine(all_embeddings.detach(), all_labels)
         triplet_loss = self.curriculum.loss(all_embeddings, triplets).loss
         loss = triplet_loss
-        record = {"loss/triplet": float(triplet_loss), "batch/global_size": float(len(all_labels)),
+        record = {"loss/triplet": triplet_loss.item(), "batch/global_size": float(len(all_labels)),
                   **miner.last_stats.as_log()}
         if self.distill is not None:
             distill_loss = self.distill(embeddings, self.targets[rows])
             loss = loss + self.cfg.distill.weight * distill_loss
-            record["loss/distill"] = float(distill_loss)
+            record["loss/distill"] = distill_loss.item()
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
         self.sched.step()
         record.update(self.curriculum.step(miner.last_stats))
-        record["loss/total"] = float(loss)
+        record["loss/total"] = loss.item()
         record["lr"] = self.sched.get_last_lr()[0]
         return record
 
-    def run(self) -> dict:
+    def run(self, until: int | None = None) -> dict:
+        """Train up to step `until` (default: the configured total), checkpointing on the way."""
         self.model.train()
-        total = self.cfg.optim.steps
+        total = min(until or self.cfg.optim.steps, self.cfg.optim.steps)
         start_step, started = self.step, time.perf_counter()
         bar = tqdm(total=total, initial=self.step, desc="train", disable=not self.ctx.is_main, unit="step")
         while self.step < total:
@@ -174,12 +175,12 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, until: int | None = None) -> dict:
     ctx = DistContext.from_env()
     try:
         trainer = Trainer(cfg, ctx)
         if resume:
             trainer.load_checkpoint()
-        return trainer.run()
+        return trainer.run(until)
     finally:
         ctx.close()
