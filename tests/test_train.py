@@ -142,3 +142,37 @@ def test_config_rejects_unknown_key_naming_file(tmp_path):
     path.write_text("data:\n  cache: x\noptim:\n  stepz: 3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'optim.stepz' in .*train.yaml"):
         load_config(path, model=TrainConfig)
+
+
+def test_cli_export_then_eval_prints_the_protocol_json(tiny_cache, shared_data, tmp_path):
+    """`python -m trainer export` and `eval` as a user runs them (View-1 pairs file, no header)."""
+    run = tmp_path / "run"
+    _run(_config(tiny_cache, run, optim__steps=1))
+    onnx = tmp_path / "cli.onnx"
+    done = subprocess.run([sys.executable, "-m", "trainer", "export", "--run", str(run), "--out", str(onnx)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (shared_data / "lfw" / "pairsDevTest_shared.txt").read_text().splitlines()
+    matched = [line for line in lines if len(line.split()) == 3][:4]
+    mismatched = [line for line in lines if len(line.split()) == 4][:4]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(matched + mismatched) + "\n")
+    done = subprocess.run([sys.executable, "-m", "trainer", "eval", "--pairs", str(pairs), "--images",
+                           str(shared_data / "lfw" / "images"), "--model", str(onnx.with_suffix(".json")),
+                           "--json", "--plot", str(tmp_path / "roc.png")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    for key in ("accuracy", "accuracy_std", "val_at_far", "far", "auc", "threshold", "pairs", "no_detection"):
+        assert key in result, key
+    assert result["pairs"] == 8 and 0.0 <= result["accuracy"] <= 1.0
+    assert (tmp_path / "roc.png").stat().st_size > 10_000
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--config", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "malformed YAML" in done.stderr and "Traceback" not in done.stderr

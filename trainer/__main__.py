@@ -76,13 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", choices=["centre", "none"], default="centre")
     p.add_argument("--fallback-fraction", type=float, default=0.6,
                    help="centre-box side as a fraction of the image, for images with no detection")
-    p.set_defaults(run=_prepare)
+    p.set_defaults(handler=_prepare)
 
     p = sub.add_parser("train", help="triplet training with online mining")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
-    p.set_defaults(run=_train)
+    p.set_defaults(handler=_train)
 
     p = sub.add_parser("eval", help="LFW-protocol verification from raw images")
     p.add_argument("--pairs", type=Path, required=True)
@@ -93,13 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--plot", type=Path, default=None, help="write the ROC curve as a PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=_eval)
+    p.set_defaults(handler=_eval)
 
     p = sub.add_parser("export", help="ONNX + model card from a finished run")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="the .onnx to write (card beside it)")
     p.add_argument("--model-id", default=None)
-    p.set_defaults(run=_export)
+    p.set_defaults(handler=_export)
     return parser
 
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model = DEFAULT_MODEL
     try:
-        result = args.run(args)
+        result = args.handler(args)
     except FacestreamError as exc:
         log.error("%s", exc)
         return 2
