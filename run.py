@@ -45,7 +45,7 @@ def detect_images(cfg: AppConfig, sources: list[Path], output: Path) -> dict:
 
     d = cfg.detector
     detector = MTCNN(min_face_size=d.min_face_size, thresholds=d.thresholds, scale_factor=d.scale_factor,
-                     engine=d.engine, max_side=d.max_side)
+                     engine=d.engine, max_side=d.max_side, threads=d.threads, pyramid=d.pyramid)
     output.mkdir(parents=True, exist_ok=True)
     records, started = [], time.perf_counter()
     for path in image_files(sources):

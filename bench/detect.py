@@ -3,8 +3,10 @@
     python -m bench.detect --json     # one JSON object on stdout (progress bars on stderr)
     python -m bench.detect            # a readable summary
 
-Speed is the mean/p50/p90 wall time of `MTCNN.detect` per frame after warm-up, for the torch engine (the
-default), ONNX Runtime, the "fast" pyramid, and batches of 4 frames (time per frame = batch time / 4).
+Speed is the mean/p50/p90 wall time of `MTCNN.detect` per frame after warm-up, and the process CPU time
+per frame (steadier than wall time when other jobs share the machine), for the default detector (ONNX
+Runtime, one thread), the torch engine, ORT on two threads, the "octave" and "fast" pyramids, batches of
+4 frames (time per frame = batch time / 4), and min face sizes 20, 30 and 40 px.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
 FRAME_SIZE = (640, 360)
+MIN_FACE_SIZES = (20, 30, 40)
+MIN_FACE_KEYS = ("ms_per_frame", "cpu_ms_per_frame", "faces_per_frame")
 
 
 def shared_data() -> Path:
@@ -75,13 +79,16 @@ def time_per_frame(detector: MTCNN, frames: list[np.ndarray], batch: int, warmup
     for chunk in batches[:warmup]:
         detector.detect(chunk)
     times, faces = [], 0
+    cpu_start = time.process_time()
     for chunk in tqdm(batches, desc=label, file=sys.stderr, leave=False):
         start = time.perf_counter()
         faces += sum(len(f) for f in detector.detect(chunk))
         times.append((time.perf_counter() - start) * 1000 / len(chunk))
+    cpu_ms = (time.process_time() - cpu_start) * 1000 / (len(batches) * batch)
     ms = np.asarray(times)
     return {
         "ms_per_frame": round(float(ms.mean()), 2),
+        "cpu_ms_per_frame": round(cpu_ms, 2),
         "p50": round(float(np.percentile(ms, 50)), 2),
         "p90": round(float(np.percentile(ms, 90)), 2),
         "frames": len(batches) * batch,
@@ -89,15 +96,30 @@ def time_per_frame(detector: MTCNN, frames: list[np.ndarray], batch: int, warmup
     }
 
 
-def run(frames_count: int, warmup: int, model_dir: Path) -> dict:
+def speeds(frames: list[np.ndarray], warmup: int, model_dir: Path, threads: int) -> dict[str, dict]:
+    """Timings of each detector variant on the same frames, in one process so they share the same load."""
+    ort = {"model_dir": model_dir, "threads": threads}
+    default = MTCNN(**ort)
+    found = {
+        "default": time_per_frame(default, frames, 1, warmup, "onnxruntime"),
+        "torch": time_per_frame(MTCNN(engine="torch"), frames, 1, warmup, "torch"),
+        "ort_2threads": time_per_frame(MTCNN(model_dir=model_dir, threads=2), frames, 1, warmup, "ort 2 threads"),
+        "octave": time_per_frame(MTCNN(pyramid="octave", **ort), frames, 1, warmup, "octave pyramid"),
+        "fast": time_per_frame(MTCNN(pyramid="fast", **ort), frames, 1, warmup, "fast pyramid"),
+        "batch4": time_per_frame(default, frames, 4, max(1, warmup // 4), "batch 4"),
+    }
+    for size in MIN_FACE_SIZES:
+        detector = MTCNN(min_face_size=size, **ort)
+        found[f"min_face_{size}"] = time_per_frame(detector, frames, 1, warmup, f"min face {size}")
+    return found
+
+
+def run(frames_count: int, warmup: int, model_dir: Path, threads: int) -> dict:
     data = shared_data()
-    torch_detector = MTCNN()
-    counts = dlib_recall(torch_detector, data)
-    frames = read_frames(data / CLIP, frames_count)
-    torch_speed = time_per_frame(torch_detector, frames, 1, warmup, "torch")
-    ort_speed = time_per_frame(MTCNN(engine="onnxruntime", model_dir=model_dir), frames, 1, warmup, "onnxruntime")
-    fast_speed = time_per_frame(MTCNN(pyramid="fast"), frames, 1, warmup, "torch fast pyramid")
-    batch4 = time_per_frame(torch_detector, frames, 4, max(1, warmup // 4), "torch batch 4")
+    detector = MTCNN(model_dir=model_dir, threads=threads)
+    counts = dlib_recall(detector, data)
+    found = speeds(read_frames(data / CLIP, frames_count), warmup, model_dir, threads)
+    default = found["default"]
     return {
         "recall": round(counts.recall, 4),
         "false_positives": counts.false_positives,
@@ -105,13 +127,22 @@ def run(frames_count: int, warmup: int, model_dir: Path) -> dict:
         "matched": counts.matched,
         "min_iou": 0.4,
         "frame_size": list(FRAME_SIZE),
-        "min_face_size": torch_detector.min_face_size,
-        **{k: torch_speed[k] for k in ("ms_per_frame", "p50", "p90", "frames", "faces_per_frame")},
-        "torch_ms_per_frame": torch_speed["ms_per_frame"],
-        "onnxruntime_ms_per_frame": ort_speed["ms_per_frame"],
-        "onnxruntime_p50": ort_speed["p50"],
-        "fast_pyramid_ms_per_frame": fast_speed["ms_per_frame"],
-        "batch4_ms_per_frame": batch4["ms_per_frame"],
+        "min_face_size": detector.min_face_size,
+        "engine": detector.engine,
+        "ort_threads": threads,
+        **{k: default[k] for k in ("ms_per_frame", "cpu_ms_per_frame", "p50", "p90", "frames", "faces_per_frame")},
+        "torch_ms_per_frame": found["torch"]["ms_per_frame"],
+        "torch_cpu_ms_per_frame": found["torch"]["cpu_ms_per_frame"],
+        "onnxruntime_ms_per_frame": default["ms_per_frame"],
+        "onnxruntime_p50": default["p50"],
+        "onnxruntime_2threads_ms_per_frame": found["ort_2threads"]["ms_per_frame"],
+        "octave_pyramid_ms_per_frame": found["octave"]["ms_per_frame"],
+        "fast_pyramid_ms_per_frame": found["fast"]["ms_per_frame"],
+        "batch4_ms_per_frame": found["batch4"]["ms_per_frame"],
+        "min_face": {
+            str(size): {k: found[f"min_face_{size}"][k] for k in MIN_FACE_KEYS}
+            for size in MIN_FACE_SIZES
+        },
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
@@ -125,15 +156,20 @@ def run(frames_count: int, warmup: int, model_dir: Path) -> dict:
 
 
 def summary(result: dict) -> str:
+    sizes = ", ".join(f"{size} px {row['ms_per_frame']:.1f}" for size, row in result["min_face"].items())
     return "\n".join([
         f"dlib boxes: {result['matched']}/{result['faces']} faces found (recall {result['recall']:.3f}, "
         f"IoU >= {result['min_iou']}), {result['false_positives']} false positives",
-        f"640x360, min face {result['min_face_size']:.0f} px, {result['frames']} frames, torch threads "
-        f"{result['torch_threads']} (load average {result['load_average_1m']}):",
-        f"  torch        {result['torch_ms_per_frame']:7.1f} ms/frame (p50 {result['p50']}, p90 {result['p90']})",
-        f"  onnxruntime  {result['onnxruntime_ms_per_frame']:7.1f} ms/frame (p50 {result['onnxruntime_p50']})",
-        f"  fast pyramid {result['fast_pyramid_ms_per_frame']:7.1f} ms/frame (torch)",
-        f"  batch of 4   {result['batch4_ms_per_frame']:7.1f} ms/frame (torch)",
+        f"640x360, min face {result['min_face_size']:.0f} px, {result['frames']} frames, {result['engine']} "
+        f"on {result['ort_threads']} thread(s) (load average {result['load_average_1m']}):",
+        f"  default      {result['ms_per_frame']:7.1f} ms/frame (p50 {result['p50']}, p90 {result['p90']}, "
+        f"CPU {result['cpu_ms_per_frame']})",
+        f"  torch        {result['torch_ms_per_frame']:7.1f} ms/frame ({result['torch_threads']} torch threads)",
+        f"  ORT 2 thr.   {result['onnxruntime_2threads_ms_per_frame']:7.1f} ms/frame",
+        f"  octave pyr.  {result['octave_pyramid_ms_per_frame']:7.1f} ms/frame",
+        f"  fast pyramid {result['fast_pyramid_ms_per_frame']:7.1f} ms/frame",
+        f"  batch of 4   {result['batch4_ms_per_frame']:7.1f} ms/frame",
+        f"  min face     {sizes} ms/frame",
         f"torch {result['torch']}, onnxruntime {result['onnxruntime']}, opencv {result['opencv']}, "
         f"{result['cpu_count']} CPUs",
     ])  # fmt: skip
@@ -144,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--frames", type=int, default=60, help="video frames to time (default 60)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op and torch threads (default 1)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="ONNX cache folder")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        result = run(args.frames, args.warmup, args.model_dir)
+        result = run(args.frames, args.warmup, args.model_dir, args.threads)
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -40,7 +40,10 @@ class DetectorConfig(Section):
     min_face_size: int = Field(20, ge=8)
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     scale_factor: float = Field(0.709, gt=0.1, lt=1.0)
-    engine: Literal["torch", "onnxruntime"] = "torch"
+    # ONNX Runtime on one thread is the fastest CPU path measured (bench/detect.py); torch is the oracle.
+    engine: Literal["torch", "onnxruntime"] = "onnxruntime"
+    threads: int = Field(1, ge=0, description="intra-op threads; 1 beats 2 on a 2-core machine under load")
+    pyramid: Literal["area", "octave", "fast"] = "area"
     # Larger frames are detected on a downscaled copy: phone photos (4000 px) would cost seconds each.
     max_side: int | None = Field(1280, ge=48)
 

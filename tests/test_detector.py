@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bench.detection_metrics import MatchCounts, match, read_imglab
 from pipeline.detector import MTCNN, cached_onnx
@@ -91,10 +92,29 @@ def onnx_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def test_onnxruntime_engine_matches_torch(detector, onnx_dir, shared_data):
+def test_onnxruntime_engine_matches_torch(onnx_dir, shared_data):
     image = read_image(shared_data / "compreface_sample_images/images/016_8.jpg")
     ort_detector = MTCNN(engine="onnxruntime", model_dir=onnx_dir, max_side=MAX_SIDE)
-    assert_same_faces(ort_detector.detect_one(image), detector.detect_one(image), atol=0.05)
+    torch_detector = MTCNN(engine="torch", max_side=MAX_SIDE)
+    assert_same_faces(ort_detector.detect_one(image), torch_detector.detect_one(image), atol=0.05)
+
+
+def test_octave_pyramid_keeps_recall(dlib_images):
+    octave = MTCNN(max_side=MAX_SIDE, pyramid="octave")
+    counts = MatchCounts()
+    for labelled in dlib_images:
+        faces = octave.detect_one(read_image(labelled.path))
+        counts.add(labelled.path.name, *match(faces.xyxy, faces.score, labelled, min_iou=0.4))
+    assert counts.recall >= 0.95 and counts.false_positives <= 1, counts.per_image
+
+
+def test_channel_prelu_equals_torch_prelu():
+    prelu = torch.nn.PReLU(6)
+    torch.nn.init.uniform_(prelu.weight, -1.3, 1.3)  # the pretrained slopes span about that range
+    ours = nets_module.ChannelPReLU(6)
+    ours.load_state_dict(prelu.state_dict())
+    x = torch.randn(3, 6, 5, 7)
+    torch.testing.assert_close(ours(x), prelu(x), atol=1e-6, rtol=1e-6)
 
 
 def test_onnx_cache_is_reused_and_regenerated(onnx_dir):
@@ -104,6 +124,10 @@ def test_onnx_cache_is_reused_and_regenerated(onnx_dir):
     assert {n: p.stat().st_mtime_ns for n, p in cached_onnx(onnx_dir).items()} == stamps, "cache hit re-exported"
     paths["rnet"].unlink()
     assert cached_onnx(onnx_dir)["rnet"].is_file()
+    manifest = onnx_dir / "mtcnn.json"
+    manifest.write_text(manifest.read_text().replace('"graph_version"', '"old_graph_version"'))
+    cached_onnx(onnx_dir)
+    assert all(p.stat().st_mtime_ns > stamps[n] for n, p in paths.items()), "an older graph was not re-exported"
 
 
 def test_nms_matches_the_numpy_oracle():

@@ -133,3 +133,20 @@ def test_single_fold_uses_stratified_folds(subset):
 def test_bad_embedder_is_an_engine_error(subset):
     with pytest.raises(EngineError, match=r"must return \(\d+, D\) embeddings"):
         evaluate(*subset, lambda crops: np.ones((len(crops) + 1, 8)), NoFaces(), size=SIZE, progress=False)
+
+
+def test_open_set_thresholds_use_every_cross_identity_pair():
+    from trainer.evaluate import open_set_thresholds
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(30, 16))
+    people = np.repeat(np.arange(30), 3)
+    emb = centres[people] + 0.3 * rng.normal(size=(90, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    out = open_set_thresholds(emb.astype(np.float32), [f"p{i}" for i in people])
+    assert out["genuine_pairs"] == 30 * 3 and out["impostor_pairs"] == 90 * 89 // 2 - 90
+    t = out["thresholds_at_far"]
+    assert t["1e-4"] >= t["1e-3"] >= t["1e-2"]
+    sims = emb @ emb.T
+    impostors = sims[np.triu(np.ones((90, 90), bool), 1) & (people[:, None] != people[None, :])]
+    assert np.mean(impostors >= t["1e-2"]) <= 1e-2  # at most the named share of impostors accepted

@@ -48,12 +48,27 @@ def _eval(args) -> dict:
                       folds=parse_folds(args.folds) if args.folds else None, far=args.far, roc=bool(args.plot))
     result["model"] = embedder.card.model_id
     result["fingerprint"] = embedder.fingerprint
+    if args.update_card:
+        _record_in_card(embedder, args, result)
     if args.plot:
         plot_evaluation(result, args.plot, title=f"{embedder.card.model_id} on {Path(args.pairs).name}")
         for key in ("roc", "scores", "labels"):
             result.pop(key, None)
         result["plot"] = str(args.plot)
     return result
+
+
+def _record_in_card(embedder, args, result: dict) -> None:
+    """Store the open-set thresholds and headline metrics of this evaluation in the model card."""
+    from pipeline.model_card import save_card
+
+    keys = ("accuracy", "accuracy_std", "val_at_far", "far", "auc", "eer", "threshold", "pairs", "images",
+            "no_detection", "pair_folds")
+    metrics = {**embedder.card.metrics, "lfw": {"pairs_file": str(args.pairs), **{k: result[k] for k in keys},
+                                                 "open_set": result["open_set"]}}
+    card = embedder.card.model_copy(update={"thresholds": result["open_set"]["thresholds_at_far"],
+                                            "metrics": metrics})
+    save_card(card, args.model)
 
 
 def _export(args) -> dict:
@@ -93,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--plot", type=Path, default=None, help="write the ROC curve as a PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the open-set thresholds and these metrics into the model card")
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("export", help="ONNX + model card from a finished run")

@@ -58,7 +58,7 @@ class AugmentConfig(Section):
 
 class DistillConfig(Section):
     enabled: bool = False
-    mode: Literal["centred_cosine", "relational"] = "centred_cosine"
+    mode: Literal["centred_cosine", "cosine", "relational"] = "centred_cosine"
     weight: float = Field(1.0, ge=0)
     teacher: Literal["dlib_resnet"] = "dlib_resnet"
 
@@ -66,6 +66,9 @@ class DistillConfig(Section):
 class ModelConfig(Section):
     name: str = "mobilefacenet"
     init: Literal["random", "dlib"] = "random"
+    # Re-centre outputs on the teacher's mean embedding (models with a `centre` buffer, e.g. dlib_resnet):
+    # a dlib-initialised student then starts exactly at its centred distillation target.
+    centre_output: bool = False
 
 
 class TrainConfig(Section):

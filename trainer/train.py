@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import save_resolved
+from pipeline.errors import ConfigError
 from trainer.batches import BatchLoader
 from trainer.config import TrainConfig
 from trainer.crops import CropCache
@@ -72,13 +73,18 @@ class Trainer:
         self.batches = BatchLoader(cache, indices, model_preprocess(cfg.model.name), cfg, rank=ctx.rank,
                                    world_size=ctx.world_size)
         self.targets = teacher_targets(cache, cfg) if cfg.distill.enabled else None
+        self.distill = None
+        if cfg.distill.enabled:
+            centre = teacher_mean(self.targets[indices])
+            self.distill = DistillationLoss(cfg.distill.mode, teacher_mean=centre)
+            if cfg.model.centre_output:
+                if not hasattr(self.model, "centre"):
+                    raise ConfigError(f"model {cfg.model.name} has no output centre; unset model.centre_output")
+                self.model.centre.copy_(centre)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if ctx.enabled else self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, lambda s: _lr_factor(s, cfg))
-        self.distill = None
-        if cfg.distill.enabled:
-            self.distill = DistillationLoss(cfg.distill.mode, teacher_mean=teacher_mean(self.targets[indices]))
         self.curriculum = build_curriculum(cfg)
         self.step = 0
         self.writer = None

@@ -1,8 +1,8 @@
 """ONNX export of P/R/O-Net (dynamic batch; P-Net also dynamic height and width) and its on-disk cache.
 
 The cache folder holds `pnet.onnx`, `rnet.onnx`, `onet.onnx` and `mtcnn.json`, which records the sha256 of
-the weight files they came from and the opset; a missing file or a changed fingerprint triggers a re-export,
-so upgrading facenet-pytorch's weights can never leave stale graphs behind.
+the weight files they came from, the opset and the graph version; a missing file or a changed fingerprint
+triggers a re-export, so upgrading facenet-pytorch's weights can never leave stale graphs behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pipeline.errors import EngineError
 log = logging.getLogger(__name__)
 
 OPSET = 17
+# Bump when the nets' graphs change without a weight change (2: PReLU as Relu/Mul/Add), so caches re-export.
+GRAPH_VERSION = 2
 INPUT_NAME = "input"
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "pnet": ("reg", "prob"),
@@ -37,6 +39,10 @@ MANIFEST = "mtcnn.json"
 def weights_fingerprint() -> dict[str, str]:
     folder = weights_dir()
     return {name: hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest() for name in NETS}
+
+
+def expected_manifest() -> dict:
+    return {"opset": OPSET, "graph_version": GRAPH_VERSION, "weights_sha256": weights_fingerprint()}
 
 
 def export_net(name: str, path: Path) -> Path:
@@ -71,7 +77,7 @@ def export_onnx(out_dir: str | Path = DEFAULT_MODEL_DIR) -> dict[str, Path]:
     """Export all three nets to `out_dir` (overwriting) and write the manifest; returns name -> path."""
     out_dir = Path(out_dir)
     paths = {name: export_net(name, out_dir / f"{name}.onnx") for name in NETS}
-    manifest = {"opset": OPSET, "weights_sha256": weights_fingerprint()}
+    manifest = expected_manifest()
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return paths
 
@@ -84,7 +90,7 @@ def cached_onnx(model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict[str, Path]:
         manifest = json.loads((model_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         manifest = None
-    if manifest != {"opset": OPSET, "weights_sha256": weights_fingerprint()}:
+    if manifest != expected_manifest():
         log.info("MTCNN ONNX cache at %s is missing or stale; exporting", model_dir)
         return export_onnx(model_dir)
     for name, path in paths.items():

@@ -114,6 +114,10 @@ class DlibResNet(nn.Module):
             channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(channels, self.embedding_dim, bias=False)
+        # dlib's unit embeddings share one large common direction (strangers sit at cosine ~0.83). With
+        # `centre` set to their mean, outputs are re-centred and re-normalised, so strangers sit near 0 and
+        # FaceNet's margin means what it says; zeros (the default) leave dlib's geometry untouched.
+        self.register_buffer("centre", torch.zeros(self.embedding_dim))
         if weights is not None:
             load_dlib_weights(self, locate_dlib_model(None if weights == "dlib" else weights))
 
@@ -121,7 +125,9 @@ class DlibResNet(nn.Module):
         x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
         x = self.blocks(x).mean(dim=(2, 3))
         x = self.fc(x)
-        return F.normalize(x, dim=1) if self.normalize else x
+        if not self.normalize:
+            return x
+        return F.normalize(F.normalize(x, dim=1) - self.centre, dim=1)
 
     def convs(self) -> list[nn.Conv2d]:
         """Every conv in forward order, as dlib's file lists them."""

@@ -1,0 +1,137 @@
+"""The open-set matcher: embeddings in, one `Match` per face out (a known identity, or unknown).
+
+An identity's score comes from its templates: `max` (its best template) or `mean_top2` (the mean of its
+best two, = max when it has one template). The best identity is accepted only when its score reaches the
+threshold, which the caller takes from the model card at a named false-accept rate (`threshold_from_card`).
+
+Scores are computed from the backend's top-k templates. The best identity is always exact: if a candidate
+could be beaten by an identity with no template in the top k (its score would be <= the k-th similarity),
+the search is repeated with a larger k. Under `mean_top2` an identity seen once in the top k is re-scored
+from all of its templates when the labels carry them (mirror snapshots); the runner-up is the best other
+identity with a template in the top k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.errors import ConfigError, GalleryError
+from pipeline.gallery.search import ExactSearch, Hits, check_queries, decode_rows
+
+Score = Literal["max", "mean_top2"]
+# Lowest cosine similarity: what an empty gallery scores, so every face there is unknown.
+NO_SIMILARITY = -1.0
+
+
+@dataclass(frozen=True)
+class Match:
+    identity: str | None  # name; None = unknown (best score below threshold, or empty gallery)
+    identity_id: str | None
+    similarity: float  # the best identity's score, the one compared with the threshold
+    runner_up: str | None
+    runner_up_similarity: float | None
+    margin: float | None  # similarity - runner_up_similarity
+
+
+def threshold_from_card(card: Any, far: str | float = "1e-3", override: float | None = None) -> float:
+    """The cosine threshold: `override` when given, else the card's calibrated value at `far`."""
+    value = float(override) if override is not None else float(card.threshold_at(far))
+    if not -1.0 <= value <= 1.0:
+        raise ConfigError(f"match threshold must be a cosine similarity in [-1, 1], got {value}")
+    return value
+
+
+class Matcher:
+    """`Matcher(mirror | snapshot | search, threshold).match(embeddings) -> [Match, ...]`.
+
+    A mirror or Snapshot gets the exact search; a mirror is read at every call (`mirror.current()`),
+    so identities enrolled a moment ago are matched.
+    """
+
+    def __init__(self, source: Any, threshold: float, score: Score = "max", k: int = 32):
+        if score not in ("max", "mean_top2"):
+            raise GalleryError(f"score must be 'max' or 'mean_top2', got {score!r}")
+        if k < 2:
+            raise GalleryError(f"k must be at least 2 (best and runner-up), got {k}")
+        self.search = source if hasattr(source, "search") else ExactSearch(source)
+        self.threshold = float(threshold)
+        self.score = score
+        self.k = k
+        self._rows_of: tuple[Any, np.ndarray, np.ndarray] | None = None  # (labels, order, starts)
+
+    def match(self, embeddings: np.ndarray) -> list[Match]:
+        queries = check_queries(embeddings)
+        if len(queries) == 0:
+            return []
+        hits = self.search.search(queries, self.k)
+        results: list[Match | None] = [self._decide(hits, i, queries[i]) for i in range(len(queries))]
+        k = self.k
+        while any(r is None for r in results):
+            k *= 4  # an identity outside the top k could still win: look further
+            todo = [i for i, r in enumerate(results) if r is None]
+            wide = self.search.search(queries[todo], k)
+            for j, i in enumerate(todo):
+                results[i] = self._decide(wide, j, queries[i], final=not _full(wide, j))
+        return results
+
+    def _decide(self, hits: Hits, i: int, query: np.ndarray, final: bool = False) -> Match | None:
+        """The Match for query `i`, or None when the top k cannot tell (only when `hits` row is full)."""
+        scores = self._identity_scores(hits, i, query)
+        if not scores:
+            return Match(None, None, NO_SIMILARITY, None, None, None)
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        last = float(hits.similarities[i, -1])
+        if not final and _full(hits, i) and (len(ranked) < 2 or ranked[0][1] < last):
+            return None
+        labels = hits.labels
+        best, best_score = ranked[0]
+        known = best_score >= self.threshold
+        runner = ranked[1] if len(ranked) > 1 else None
+        return Match(
+            identity=labels.names[best] if known else None,
+            identity_id=labels.identity_ids[best] if known else None,
+            similarity=best_score,
+            runner_up=labels.names[runner[0]] if runner else None,
+            runner_up_similarity=runner[1] if runner else None,
+            margin=best_score - runner[1] if runner else None,
+        )
+
+    def _identity_scores(self, hits: Hits, i: int, query: np.ndarray) -> dict[int, float]:
+        """Identity index -> score, over identities with a template in query i's hits."""
+        valid = hits.rows[i] >= 0
+        rows, sims = hits.rows[i][valid], hits.similarities[i][valid]
+        seen: dict[int, list[float]] = {}
+        for owner, sim in zip(hits.labels.owner[rows].tolist(), sims.tolist()):
+            seen.setdefault(owner, []).append(sim)
+        if self.score == "max":
+            return {owner: values[0] for owner, values in seen.items()}
+        return {owner: self._mean_top2(hits.labels, owner, values, query) for owner, values in seen.items()}
+
+    def _mean_top2(self, labels: Any, owner: int, values: list[float], query: np.ndarray) -> float:
+        if len(values) >= 2:
+            return (values[0] + values[1]) / 2.0
+        if not hasattr(labels, "matrix"):  # server labels: only the hits are known
+            return values[0]
+        rows = self._rows_of_identity(labels, owner)
+        if len(rows) < 2:
+            return values[0]
+        sims = decode_rows(labels, rows) @ query
+        top = np.sort(sims)[-2:]
+        return float(top.mean())
+
+    def _rows_of_identity(self, labels: Any, owner: int) -> np.ndarray:
+        """Template rows of one identity, from an owner-sorted index built once per snapshot."""
+        if self._rows_of is None or self._rows_of[0] is not labels:
+            order = np.argsort(labels.owner, kind="stable")
+            starts = np.searchsorted(labels.owner[order], np.arange(len(labels.identity_ids) + 1))
+            self._rows_of = (labels, order, starts)
+        _, order, starts = self._rows_of
+        return order[starts[owner]:starts[owner + 1]]
+
+
+def _full(hits: Hits, i: int) -> bool:
+    """Did query i get all k hits (so the gallery may hold more beyond them)?"""
+    return bool(hits.rows[i, -1] >= 0)

@@ -1,0 +1,540 @@
+"""The gallery in Redis: identities, their templates, and the change stream every mirror follows.
+
+Every write (add, remove, rename, import, clear) is one MULTI/EXEC under WATCH of the gallery's `head`
+key, which every write also updates: two writers of one gallery can never interleave (the loser's EXEC
+fails and it retries on fresh reads), and the change-stream entry is appended in the same transaction,
+so a reader never sees half an identity nor a change that is not in the stream. Key layout: keys.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import numpy as np
+import redis
+
+from pipeline.errors import GalleryError
+from pipeline.gallery import codec
+from pipeline.gallery.keys import CHANGES_MAXLEN, RECORD, GalleryKeys, element, element_identity, validate_gallery
+from pipeline.gallery.mirror import Snapshot, freeze
+from pipeline.gallery.names import validate_name, validate_template_id
+
+log = logging.getLogger(__name__)
+
+_RECORD = RECORD.encode()
+
+FORMAT_VERSION = "1"
+MAX_ATTEMPTS = 200  # WATCH conflicts before giving up; each loser retries after a short random pause
+READ_CHUNK = 1000  # identities per pipelined read
+
+
+@dataclass(frozen=True)
+class Identity:
+    id: str
+    name: str
+    created: float  # Unix time
+    metadata: dict
+    templates: int
+
+
+@dataclass(frozen=True)
+class AddResult:
+    identity: Identity
+    added: int
+    duplicates: int  # template ids the identity already had (or that repeated within the call)
+    created: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-stream entry: `op` touched `identity_ids` (all of them for `clear`)."""
+
+    stream_id: str  # `<seq>-0`
+    seq: int
+    op: str  # add | import | remove | rename | clear
+    identity_ids: tuple[str, ...]
+    names: tuple[str, ...]
+    epoch: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One identity's validated, encoded templates, ready to write."""
+
+    name: str
+    template_ids: tuple[str, ...]
+    rows: np.ndarray
+    blobs: list[bytes]
+    metadata: dict | None = None
+    created: float | None = None
+
+
+@dataclass
+class _Pending:
+    """An identity as a write will leave it: record, template ids, and what is new."""
+
+    identity: Identity
+    tids: set[str]
+    new: bool = False
+    record_changed: bool = False
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    rows: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """What a write decided from its reads: its result, the commands to queue, the change to log."""
+
+    result: Any
+    write: Callable[[Any], None] = lambda pipe: None
+    op: str | None = None  # None: nothing to write
+    ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+class GalleryStore:
+    """`GalleryStore(client, "default", dtype="int8")`; `reconnect` makes a new client after a failure
+    (an embedded server restarted on another port), otherwise the client's pool reconnects by itself."""
+
+    def __init__(self, client: redis.Redis, gallery: str = "default", *,
+                 dtype: Literal["float32", "int8"] = "float32", server_index: bool = False,
+                 reconnect: Callable[[], redis.Redis] | None = None):
+        self.client = client
+        self.gallery = validate_gallery(gallery)
+        self.keys = GalleryKeys(gallery)
+        self.dtype = codec.check_dtype(dtype)
+        self.server_index = bool(server_index)
+        self._factory = reconnect
+
+    def reconnect(self, client: redis.Redis | None = None) -> None:
+        """Switch to `client`, or to a new one from the `reconnect` factory (no-op without either)."""
+        if client is None and self._factory is None:
+            return
+        old, self.client = self.client, client if client is not None else self._factory()
+        try:
+            old.close()
+        except redis.RedisError:
+            pass
+
+    # -- reads ----------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        """dtype, dim, fingerprint, server_index, format; empty for a gallery never written."""
+        with self._errors("read meta"):
+            return _text(self.client.hgetall(self.keys.meta))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.meta().get("fingerprint") or None
+
+    def head(self) -> tuple[int, str]:
+        """(last change number, epoch); (0, "") for a gallery never written."""
+        with self._errors("read head"):
+            seq, epoch = self.client.hmget(self.keys.head, "seq", "epoch")
+        return int(seq or 0), (epoch or b"").decode()
+
+    def get(self, name: str) -> Identity:
+        name = validate_name(name)
+        with self._errors("get"):
+            identity_id = self.client.hget(self.keys.names, name)
+            found = self._identities([identity_id.decode()]) if identity_id else []
+        if not found:
+            raise GalleryError(f"no identity named {name!r} in gallery {self.gallery!r}")
+        return found[0]
+
+    def identities(self) -> list[Identity]:
+        """Every identity, sorted by name."""
+        with self._errors("list identities"):
+            ids = [i.decode() for i in self.client.hvals(self.keys.names)]
+            return sorted(self._identities(ids), key=lambda identity: identity.name)
+
+    def templates(self, name: str) -> np.ndarray:
+        """(n, dim) float32 templates of `name`, ordered by template id."""
+        found = self.read_full(self.get(name).id)
+        if found is None:
+            raise GalleryError(f"no identity named {name!r} in gallery {self.gallery!r}")
+        return found[2]
+
+    def snapshot(self) -> Snapshot:
+        """The whole gallery. `stream_id` is read first: the data may already include later changes,
+        which a mirror replays again (harmlessly: it re-fetches the identities they name)."""
+        with self._errors("snapshot"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(self.keys.head, "seq", "epoch").hgetall(self.keys.meta).hvals(self.keys.names)
+            (seq, epoch), meta, ids = pipe.execute()
+        part = self.fetch([i.decode() for i in ids], _text(meta))
+        return freeze(replace(part, stream_id=f"{int(seq or 0)}-0", epoch=(epoch or b"").decode()))
+
+    def fetch(self, identity_ids: Sequence[str], meta: dict[str, str] | None = None) -> Snapshot:
+        """The rows of those `identity_ids` that exist (`stream_id` "0-0": the caller knows which)."""
+        with self._errors("read identities"):
+            meta = self.meta() if meta is None else meta
+            ids, names, blobs, owner = [], [], [], []
+            for start in range(0, len(identity_ids), READ_CHUNK):
+                chunk = identity_ids[start:start + READ_CHUNK]
+                pipe = self.client.pipeline(transaction=False)  # one key per identity: each read is atomic
+                for identity_id in chunk:
+                    pipe.hgetall(self.keys.identity(identity_id))
+                for identity_id, fields in zip(chunk, pipe.execute()):
+                    record = fields.pop(_RECORD, None)
+                    if record is None:
+                        continue  # removed since the caller learnt its id
+                    owner += [len(ids)] * len(fields)
+                    blobs += [fields[key] for key in sorted(fields)]
+                    ids.append(identity_id)
+                    names.append(json.loads(record)["name"])
+        dtype = meta.get("dtype", self.dtype)
+        matrix, scales = codec.decode(blobs, dtype, int(meta.get("dim", 0)))
+        return Snapshot(stream_id="0-0", fingerprint=meta.get("fingerprint") or None, dtype=dtype,
+                        identity_ids=ids, names=names, matrix=matrix, scales=scales,
+                        owner=np.asarray(owner, dtype=np.int32))
+
+    def read_full(self, identity_id: str) -> tuple[Identity, list[str], np.ndarray] | None:
+        """(identity, its template ids, its float32 templates in that order), or None if absent."""
+        with self._errors("read identity"):
+            pipe = self.client.pipeline(transaction=True)
+            fields, meta = pipe.hgetall(self.keys.identity(identity_id)).hgetall(self.keys.meta).execute()
+        if _RECORD not in fields:
+            return None
+        identity = _identity(identity_id, fields)
+        meta, tids = _text(meta), sorted(k for k in fields if k != _RECORD)
+        matrix, scales = codec.decode([fields[t] for t in tids], meta["dtype"], int(meta["dim"]))
+        return identity, [t.decode() for t in tids], codec.to_float(matrix, scales)
+
+    def changes(self, after: str, block_ms: int | None = None, count: int = 1000) -> list[Change]:
+        """Changes after stream id `after`, waiting up to `block_ms` for the first (None: no wait)."""
+        with self._errors("read changes"):
+            reply = self.client.xread({self.keys.changes: after}, count=count, block=block_ms or None)
+        if not reply:
+            return []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [_change(entry_id, fields) for entry_id, fields in entries]
+
+    def resolve_elements(self, elements: Sequence[bytes | str]) -> list[tuple[str, str]]:
+        """Vector-set elements -> [(identity id, name)], aligned; name "" if the identity is gone."""
+        ids = [element_identity(e) for e in elements]
+        unique = list(dict.fromkeys(ids))
+        with self._errors("resolve elements"):
+            pipe = self.client.pipeline(transaction=False)
+            for identity_id in unique:
+                pipe.hget(self.keys.identity(identity_id), _RECORD)
+            names = {i: json.loads(r)["name"] if r else "" for i, r in zip(unique, pipe.execute())}
+        return [(i, names[i]) for i in ids]
+
+    # -- writes ---------------------------------------------------------------------------------
+    def add(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str], fingerprint: str,
+            metadata: dict | None = None) -> AddResult:
+        """Add templates to `name` (created if new; `metadata` merged into its metadata). A template id
+        the identity already has is counted as a duplicate and not stored again."""
+        entry = self._entries([(name, embeddings, template_ids)], metadata=[metadata])[0]
+        return self._write([entry], fingerprint, "add")[0]
+
+    def add_many(self, items: Iterable[tuple[str, np.ndarray, Sequence[str]]], fingerprint: str,
+                 batch: int = 500) -> int:
+        """Bulk enrolment, one transaction per `batch` identities; returns the templates added."""
+        added, chunk = 0, []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= batch:
+                added += sum(r.added for r in self._write(self._entries(chunk), fingerprint, "add"))
+                chunk = []
+        if chunk:
+            added += sum(r.added for r in self._write(self._entries(chunk), fingerprint, "add"))
+        return added
+
+    def import_identity(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str],
+                        fingerprint: str, metadata: dict | None, created: float) -> AddResult:
+        """`add` keeping the identity's original creation time (used by portable.import_gallery)."""
+        entry = self._entries([(name, embeddings, template_ids)], metadata=[metadata], created=[created])[0]
+        return self._write([entry], fingerprint, "import")[0]
+
+    def remove(self, name: str) -> int:
+        """Delete the identity and every template of it; returns the number of templates removed."""
+        name = validate_name(name)
+
+        def prepare(pipe, meta) -> _Plan:
+            identity_id = self._require_id(name)
+            tids = [t.decode() for t in self.client.hkeys(self.keys.identity(identity_id)) if t != _RECORD]
+            last = self.client.hlen(self.keys.names) == 1
+
+            def write(p) -> None:
+                p.unlink(self.keys.identity(identity_id))
+                p.hdel(self.keys.names, name)
+                if meta.get("server_index") == "1":
+                    for tid in tids:
+                        p.execute_command("VREM", self.keys.vset, element(identity_id, tid))
+                if last:  # an empty gallery may be re-enrolled with another model
+                    p.hdel(self.keys.meta, "fingerprint")
+            return _Plan(len(tids), write, "remove", [identity_id], [name])
+        return self._commit(prepare, "remove")
+
+    def rename(self, old: str, new: str) -> Identity:
+        old, new = validate_name(old), validate_name(new)
+
+        def prepare(pipe, meta) -> _Plan:
+            identity_id = self._require_id(old)
+            found = self._identities([identity_id])[0]
+            if new == old:
+                return _Plan(found)
+            if self.client.hexists(self.keys.names, new):
+                raise GalleryError(f"cannot rename {old!r} to {new!r}: gallery {self.gallery!r} already has "
+                                   f"an identity named {new!r}")
+            renamed = replace(found, name=new)
+
+            def write(p) -> None:
+                p.hdel(self.keys.names, old).hset(self.keys.names, new, identity_id)
+                p.hset(self.keys.identity(identity_id), _RECORD, _record(renamed))
+            return _Plan(renamed, write,
+                         "rename", [identity_id], [new])
+        return self._commit(prepare, "rename")
+
+    def clear(self) -> None:
+        """Drop every identity, template and setting of the gallery; `head` stays, so mirrors notice."""
+        def prepare(pipe, meta) -> _Plan:
+            ids = [i.decode() for i in self.client.hvals(self.keys.names)]
+            keys = [self.keys.identity(i) for i in ids] + [self.keys.meta, self.keys.names, self.keys.vset]
+
+            def write(p) -> None:
+                for start in range(0, len(keys), 10_000):
+                    p.unlink(*keys[start:start + 10_000])
+                p.xtrim(self.keys.changes, maxlen=0)
+            return _Plan(None, write, "clear", [], [])  # ids not listed: a mirror re-snapshots on clear
+        self._commit(prepare, "clear")
+
+    # -- internals ------------------------------------------------------------------------------
+    def _entries(self, items: Sequence[tuple[str, np.ndarray, Sequence[str]]], metadata=None,
+                 created=None) -> list[_Entry]:
+        """Validate names, template ids and embeddings of `items`; encode all their rows at once."""
+        names, tids, arrays = [], [], []
+        for name, embeddings, template_ids in items:
+            names.append(validate_name(name))
+            array = np.asarray(embeddings)
+            ids = tuple(validate_template_id(t) for t in template_ids)
+            if array.ndim != 2 or len(ids) != len(array):
+                raise GalleryError(f"identity {names[-1]!r}: embeddings of shape {array.shape} need one template "
+                                   f"id per row, got {len(ids)} id(s)")
+            tids.append(ids)
+            arrays.append(array)
+        dims = {a.shape[1] for a in arrays}
+        if len(dims) > 1:
+            raise GalleryError(f"embeddings in one batch have different dims: {sorted(dims)}")
+        try:
+            rows = codec.check_embeddings(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+        except GalleryError:
+            for name, array in zip(names, arrays):  # name the identity whose rows are wrong
+                try:
+                    codec.check_embeddings(array)
+                except GalleryError as exc:
+                    raise GalleryError(f"identity {name!r}: {exc}") from None
+            raise
+        blobs = codec.encode(rows, self.dtype)
+        entries, start = [], 0
+        for i, (name, ids) in enumerate(zip(names, tids)):
+            stop = start + len(ids)
+            meta = None if metadata is None else _checked_metadata(metadata[i])
+            entries.append(_Entry(name, ids, rows[start:stop], blobs[start:stop], meta,
+                                  None if created is None else float(created[i])))
+            start = stop
+        return entries
+
+    def _write(self, entries: list[_Entry], fingerprint: str, op: str) -> list[AddResult]:
+        """Add `entries` (one transaction); an entry whose templates are all known writes nothing."""
+        names = list(dict.fromkeys(e.name for e in entries))
+
+        def prepare(pipe, meta) -> _Plan:
+            updates, indexed = self._bind(meta, entries[0].rows.shape[1], fingerprint)
+            known = {n: i.decode() for n, i in zip(names, self.client.hmget(self.keys.names, names)) if i}
+            state = self._known_state(known)
+            results, touched = [], {}
+            for entry in entries:
+                result, writes = self._plan_entry(entry, state, known)
+                results.append(result)
+                if writes:
+                    touched.setdefault(result.identity.id, entry.name)
+
+            def write(p) -> None:
+                if updates:
+                    p.hset(self.keys.meta, mapping=updates)
+                new = {n: i for n, i in known.items() if state[i].new}
+                if new:
+                    p.hset(self.keys.names, mapping=new)
+                for identity_id in touched:
+                    self._queue_identity(p, state[identity_id], indexed)
+            return _Plan(results, write, op if touched else None, list(touched), list(touched.values()))
+        return self._commit(prepare, op)
+
+    def _known_state(self, known: dict[str, str]) -> dict[str, _Pending]:
+        """Per existing identity id: its record and template ids, read in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for identity_id in known.values():
+            pipe.hget(self.keys.identity(identity_id), _RECORD).hkeys(self.keys.identity(identity_id))
+        replies = pipe.execute()
+        state = {}
+        for identity_id, record, tids in zip(known.values(), replies[::2], replies[1::2]):
+            tids = {t.decode() for t in tids if t != _RECORD}
+            state[identity_id] = _Pending(_identity(identity_id, {_RECORD: record}, len(tids)), tids)
+        return state
+
+    def _plan_entry(self, entry: _Entry, state: dict[str, _Pending], known: dict[str, str]) -> tuple[AddResult, bool]:
+        """Fold one entry into the per-identity `state`; (its result, whether it writes anything)."""
+        created = entry.name not in known
+        if created:
+            identity_id = known[entry.name] = new_identity_id()
+            created_at = time.time() if entry.created is None else entry.created
+            state[identity_id] = _Pending(Identity(identity_id, entry.name, created_at, {}, 0), set(), new=True,
+                                                record_changed=True)
+        pending = state[known[entry.name]]
+        identity = pending.identity
+        if entry.metadata and {**identity.metadata, **entry.metadata} != identity.metadata:
+            identity = replace(identity, metadata={**identity.metadata, **entry.metadata})
+            pending.record_changed = True
+        added = 0
+        for tid, blob, row in zip(entry.template_ids, entry.blobs, entry.rows):
+            if tid not in pending.tids:
+                pending.tids.add(tid)
+                pending.blobs[tid] = blob
+                pending.rows.append((tid, row))
+                added += 1
+        pending.identity = replace(identity, templates=identity.templates + added)
+        result = AddResult(pending.identity, added, len(entry.template_ids) - added, created)
+        return result, bool(added or pending.record_changed)
+
+    def _queue_identity(self, p, pending: _Pending, indexed: bool) -> None:
+        identity = pending.identity
+        fields = dict(pending.blobs)
+        if pending.record_changed:
+            fields[_RECORD] = _record(identity)
+        p.hset(self.keys.identity(identity.id), mapping=fields)
+        if indexed:
+            # Q8 matches an int8 gallery's own precision; a float32 gallery keeps exact vectors (NOQUANT).
+            quant = "Q8" if self.dtype == "int8" else "NOQUANT"
+            attribute = json.dumps({"identity": identity.id})
+            for tid, row in pending.rows:
+                p.execute_command("VADD", self.keys.vset, "FP32", row.astype("<f4").tobytes(),
+                                  element(identity.id, tid), quant, "SETATTR", attribute)
+
+    def _bind(self, meta: dict[str, str], dim: int, fingerprint: str) -> tuple[dict, bool]:
+        """(meta fields to write, whether to keep the vector set) for templates of `dim`/`fingerprint`."""
+        if not isinstance(fingerprint, str) or not fingerprint.strip():
+            raise GalleryError(f"model fingerprint must be a non-empty string, got {fingerprint!r}")
+        if not meta.get("dtype"):
+            return {"format": FORMAT_VERSION, "dtype": self.dtype, "dim": dim, "fingerprint": fingerprint,
+                    "server_index": int(self.server_index)}, self.server_index
+        if meta["dtype"] != self.dtype:
+            raise GalleryError(f"gallery {self.gallery!r} stores {meta['dtype']} templates; this store was opened "
+                               f"with dtype={self.dtype!r}")
+        if int(meta["dim"]) != dim:
+            raise GalleryError(f"gallery {self.gallery!r} holds {meta['dim']}-d templates; refusing {dim}-d ones")
+        indexed = meta.get("server_index") == "1"
+        if self.server_index and not indexed:
+            raise GalleryError(f"gallery {self.gallery!r} was created without a server index; export it and "
+                               "import it into a new gallery opened with server_index=True")
+        bound = meta.get("fingerprint")
+        if bound and bound != fingerprint:
+            raise GalleryError(f"gallery {self.gallery!r} holds templates of model {bound}; refusing templates of "
+                               f"model {fingerprint} — re-enrol or use another gallery")
+        return ({} if bound else {"fingerprint": fingerprint}), indexed
+
+    def _commit(self, prepare: Callable[[Any, dict], _Plan], what: str) -> Any:
+        """Run `prepare` on fresh reads under WATCH of `head`, then its writes + change entry in MULTI."""
+        for attempt in range(MAX_ATTEMPTS):
+            with self._errors(what), self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self.keys.head)
+                    seq, epoch = self._head_for_write(pipe)
+                    plan = prepare(pipe, _text(pipe.hgetall(self.keys.meta)))
+                    if plan.op is None:
+                        return plan.result
+                    pipe.multi()
+                    plan.write(pipe)
+                    self._log(pipe, seq + 1, epoch, plan)
+                    pipe.execute()
+                    return plan.result
+                except redis.WatchError:
+                    # Another writer got in first: back off a little (more after each loss) and re-read.
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+        raise GalleryError(f"{what} on gallery {self.gallery!r} gave up after {MAX_ATTEMPTS} attempts: "
+                           "other writers changed the gallery every time")
+
+    def _head_for_write(self, pipe) -> tuple[int, str]:
+        seq, epoch = pipe.hmget(self.keys.head, "seq", "epoch")
+        if seq is None and pipe.exists(self.keys.changes):  # head lost but stream kept: continue its numbers
+            seq = pipe.xinfo_stream(self.keys.changes)["last-generated-id"].split(b"-")[0]
+        return int(seq or 0), (epoch.decode() if epoch else secrets.token_hex(8))
+
+    def _log(self, pipe, seq: int, epoch: str, plan: _Plan) -> None:
+        pipe.hset(self.keys.head, mapping={"seq": seq, "epoch": epoch})
+        fields = {"op": plan.op, "ids": " ".join(plan.ids), "names": json.dumps(plan.names, ensure_ascii=False),
+                  "epoch": epoch}
+        pipe.xadd(self.keys.changes, fields, id=f"{seq}-0", maxlen=CHANGES_MAXLEN, approximate=True)
+
+    def _require_id(self, name: str) -> str:
+        identity_id = self.client.hget(self.keys.names, name)
+        if identity_id is None:
+            raise GalleryError(f"no identity named {name!r} in gallery {self.gallery!r}")
+        return identity_id.decode()
+
+    def _identities(self, ids: Sequence[str]) -> list[Identity]:
+        found = []
+        for start in range(0, len(ids), READ_CHUNK):
+            pipe = self.client.pipeline(transaction=True)
+            for identity_id in ids[start:start + READ_CHUNK]:
+                pipe.hget(self.keys.identity(identity_id), _RECORD).hlen(self.keys.identity(identity_id))
+            replies = pipe.execute()
+            found += [_identity(i, {_RECORD: r}, n - 1) for i, r, n in zip(ids[start:], replies[::2], replies[1::2])
+                      if r is not None]
+        return found
+
+    @contextmanager
+    def _errors(self, what: str):
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise GalleryError(f"Redis failed to {what} for gallery {self.gallery!r}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+
+def new_identity_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _identity(identity_id: str, fields: dict, templates: int | None = None) -> Identity:
+    """An Identity from an identity hash (or just its record field); `templates` counted if not given."""
+    record = json.loads(fields[_RECORD])
+    count = len(fields) - 1 if templates is None else templates
+    return Identity(identity_id, record["name"], float(record["created"]), record["metadata"], int(count))
+
+
+def _record(identity: Identity) -> str:
+    return json.dumps({"name": identity.name, "created": identity.created, "metadata": identity.metadata},
+                      ensure_ascii=False, sort_keys=True)
+
+
+def _checked_metadata(metadata: dict | None) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise GalleryError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        return json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _change(entry_id: bytes, fields: dict) -> Change:
+    fields = _text(fields)
+    stream_id = entry_id.decode()
+    ids = tuple(fields.get("ids", "").split())
+    return Change(stream_id, int(stream_id.split("-")[0]), fields.get("op", ""), ids,
+                  tuple(json.loads(fields.get("names", "[]"))), fields.get("epoch", ""))
+
+
+def _text(mapping: dict) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in mapping.items()}
