@@ -80,17 +80,14 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
     """Annotated copies of photos (names of recognised people, else the detector score) + detections.json."""
     import time
 
-    import cv2
-
     from pipeline.config import save_resolved
     from pipeline.gallery import GalleryMirror
     from pipeline.gallery.matcher import Matcher, threshold_from_card
     from pipeline.images import read_image
     from pipeline.quality import QualityGates
     from pipeline.redis_url import connect
-    from pipeline.runner import make_detector, make_embedder, open_gallery
+    from pipeline.runner import choose_far, make_detector, make_embedder, open_gallery
     from pipeline.stages import recognise_still
-    from pipeline.video_output import BoxLabel, draw_labels
 
     output = args.output or cfg.demo.output_dir
     files = image_files(sources)
@@ -98,7 +95,8 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
     store = open_gallery(connect(args.redis_url or cfg.redis.url, cfg.redis.state_dir), args.gallery,
                          embedder.fingerprint)
     mirror = GalleryMirror(store).start()
-    matcher = Matcher(mirror, threshold_from_card(embedder.card, cfg.run.far, cfg.run.threshold), cfg.run.score)
+    far = choose_far(embedder.card, cfg.run.far, cfg.run.open_set_far, len(mirror.current()))
+    matcher = Matcher(mirror, threshold_from_card(embedder.card, far, cfg.run.threshold), cfg.run.score)
     gates = QualityGates.from_config(cfg.quality)
     output.mkdir(parents=True, exist_ok=True)
     records, started = [], time.perf_counter()
@@ -110,16 +108,8 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
                 log.warning("%s", exc)
                 records.append({"image": str(path), "error": str(exc)})
                 continue
-            faces, matches, _ = recognise_still(image, detector, embedder, matcher, gates)
-            names = [m.identity if m is not None else None for m in matches]
-            labels = [BoxLabel(tuple(map(float, faces.xyxy[i])),
-                               f"{names[i]} {matches[i].similarity:.2f}" if names[i] else f"{faces.score[i]:.2f}",
-                               known=names[i] is not None) for i in range(len(faces))]
-            target = output / f"{path.parent.name}__{path.stem}.jpg"
-            cv2.imwrite(str(target), draw_labels(image, labels))
-            records.append({"image": str(path), "faces": len(faces), "annotated": str(target), "names": names,
-                            "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()})
-            print(f"{len(faces):3d} faces  {path}" + (f"  ({', '.join(n for n in names if n)})" if any(names) else ""))
+            found = recognise_still(image, detector, embedder, matcher, gates)
+            records.append(annotate_photo(path, image, output, found))
     finally:
         mirror.stop()
     (output / "detections.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
@@ -128,6 +118,24 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
             "recognised": sum(1 for r in records for n in r.get("names", []) if n),
             "unreadable": sum("error" in r for r in records), "seconds": round(time.perf_counter() - started, 1),
             "output": str(output)}
+
+
+def annotate_photo(path: Path, image, output: Path, found) -> dict:
+    """Write the annotated copy of one photo; its detections.json record."""
+    import cv2
+
+    from pipeline.video_output import BoxLabel, draw_labels
+
+    faces, matches, _ = found
+    names = [m.identity if m is not None else None for m in matches]
+    labels = [BoxLabel(tuple(map(float, faces.xyxy[i])),
+                       f"{names[i]} {matches[i].similarity:.2f}" if names[i] else f"{faces.score[i]:.2f}",
+                       known=names[i] is not None) for i in range(len(faces))]
+    target = output / f"{path.parent.name}__{path.stem}.jpg"
+    cv2.imwrite(str(target), draw_labels(image, labels))
+    print(f"{len(faces):3d} faces  {path}" + (f"  ({', '.join(n for n in names if n)})" if any(names) else ""))
+    return {"image": str(path), "faces": len(faces), "annotated": str(target), "names": names,
+            "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()}
 
 
 # -- video -----------------------------------------------------------------------------------------------
@@ -191,7 +199,8 @@ def print_summary(s: dict) -> None:
              f"dropped {s['frames_dropped']}" + (" (interrupted)" if s["interrupted"] else "")]
     lat = s["latency_ms"]
     if lat["count"]:
-        lines.append(f"latency     p50 {lat['p50']} ms, p90 {lat['p90']} ms (frame out of its source -> annotated)")
+        lines.append(f"latency     p50 {lat['p50']} ms, p90 {lat['p90']} ms "
+                     "(capture -> events + annotated frame; files: from dequeue)")
     lines.append("stages      " + ", ".join(f"{name} {v['ms_per_call']} ms/call ({v['ms_per_item']} ms/item)"
                                            for name, v in s["stages"].items()))
     for camera, c in s["sources"].items():

@@ -125,6 +125,25 @@ def run_facestream(cfg, redis_url: str | None, model: Path, clip: Path, video: b
     return summary
 
 
+def report(cfg, runs: list[dict], peer: dict | None) -> dict:
+    """The benchmark's JSON: the best of our runs, the peer's, their ratio."""
+    ours = max(runs, key=lambda s: s["fps"])
+    return {
+        "clip": str(CLIP.relative_to(REPO.parent)), "frames": ours["frames"], "fps": ours["fps"],
+        "fps_runs": [s["fps"] for s in runs],
+        "latency_p50_ms": ours["latency_ms"]["p50"], "latency_p90_ms": ours["latency_ms"]["p90"],
+        "cpu_ms_per_frame": ours["cpu_ms_per_frame"],
+        "stages_ms": {k: {"per_call": v["ms_per_call"], "per_item": v["ms_per_item"], "calls": v["calls"]}
+                      for k, v in ours["stages"].items()},
+        "confirmed": ours["confirmed"], "events": ours["events"], "tracks": ours["tracks"],
+        "faces_embedded": ours["faces_embedded"], "settings": {"run": cfg.run.model_dump(),
+                                                             "pyramid": cfg.detector.pyramid},
+        "peer_fps": peer["fps"] if peer else None, "peer_cpu_ms_per_frame": peer["cpu_ms_per_frame"] if peer else None,
+        "peer_matches": peer["matches"] if peer else None,
+        "ratio": round(ours["fps"] / peer["fps"], 2) if peer else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
@@ -153,22 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    ours = max(runs, key=lambda s: s["fps"])
     peer = None if args.no_peer else run_peer(CLIP)
-    result = {
-        "clip": str(CLIP.relative_to(REPO.parent)), "frames": ours["frames"], "fps": ours["fps"],
-        "fps_runs": [s["fps"] for s in runs],
-        "latency_p50_ms": ours["latency_ms"]["p50"], "latency_p90_ms": ours["latency_ms"]["p90"],
-        "cpu_ms_per_frame": ours["cpu_ms_per_frame"],
-        "stages_ms": {k: {"per_call": v["ms_per_call"], "per_item": v["ms_per_item"], "calls": v["calls"]}
-                      for k, v in ours["stages"].items()},
-        "confirmed": ours["confirmed"], "events": ours["events"], "tracks": ours["tracks"],
-        "faces_embedded": ours["faces_embedded"], "settings": {"run": cfg.run.model_dump(),
-                                                             "pyramid": cfg.detector.pyramid},
-        "peer_fps": peer["fps"] if peer else None, "peer_cpu_ms_per_frame": peer["cpu_ms_per_frame"] if peer else None,
-        "peer_matches": peer["matches"] if peer else None,
-        "ratio": round(ours["fps"] / peer["fps"], 2) if peer else None,
-    }
+    result = report(cfg, runs, peer)
     if args.json:
         print(json.dumps(result))
     else:

@@ -37,7 +37,7 @@ from pydantic import Field
 from pipeline.config import AppConfig, Section
 from pipeline.detector import MTCNN
 from pipeline.embedder import DEFAULT_MODEL, Embedder
-from pipeline.errors import FacestreamError, GalleryError
+from pipeline.errors import ConfigError, FacestreamError, GalleryError
 from pipeline.events import EventBus, EventsConfig, JsonlSink, RedisStreamSink, events_key
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher, threshold_from_card
@@ -63,7 +63,11 @@ class RunConfig(Section):
     # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
     # most expensive (largest) levels. None: detector.min_face_size.
     min_face_size: int | None = Field(40, ge=8)
-    far: str = "1e-3"  # threshold from the model card at this false-accept rate
+    # Threshold from the model card at this per-comparison false-accept rate. "auto": the loosest of the card's
+    # FARs at which a stranger's face matches *someone* in the gallery with probability <= open_set_far
+    # (≈ FAR x identities): 1e-3 for the two-person demo gallery, the card's strictest for 1,000 people.
+    far: str = "auto"
+    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: per-face chance of a false accept")
     threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
     score: Literal["max", "mean_top2"] = "max"
     stage_queue: int = Field(2, ge=1, description="batches between compute stages")
@@ -88,7 +92,8 @@ class Runner:
     """Wires the stages with threads and bounded queues; `run()` blocks until the sources end or `stop()`."""
 
     def __init__(self, group: SourceGroup, detect: DetectStage, recognise: RecogniseStage, output: VideoOutput,
-                 metrics: StageMetrics, stage_queue: int = 2, batch_wait_s: float = 0.05, max_frames: int | None = None):
+                 metrics: StageMetrics, stage_queue: int = 2, batch_wait_s: float = 0.05,
+                 max_frames: int | None = None):
         self.group = group
         self.detect = detect
         self.recognise = recognise
@@ -122,7 +127,6 @@ class Runner:
                     thread.join(JOIN_POLL_S)
         finally:
             self.group.stop()
-            self._record_sources()
         if self._errors:
             raise self._errors[0]
 
@@ -204,10 +208,6 @@ class Runner:
         except FacestreamError:
             _put_end(q)  # the reader crashed: it stops on its own; a marker is only for the other readers
 
-    def _record_sources(self) -> None:
-        for camera, stats in self.group.stats().items():
-            self.metrics.set_count(f"frames_read.{camera}", stats.frames_read)
-            self.metrics.set_count(f"frames_dropped.{camera}", stats.frames_dropped)
 
 
 def _put_end(*queues: queue.Queue) -> None:
@@ -260,7 +260,8 @@ class Session:
         self.store = open_gallery(self.client, opts.gallery, self.embedder.fingerprint)
         self.mirror = GalleryMirror(self.store).start()
         self._closers.append(self.mirror.stop)
-        self.threshold = threshold_from_card(self.embedder.card, run.far, run.threshold)
+        self.far = choose_far(self.embedder.card, run.far, run.open_set_far, len(self.mirror.current()))
+        self.threshold = threshold_from_card(self.embedder.card, self.far, run.threshold)
         matcher = Matcher(self.mirror, self.threshold, score=run.score)
         self.bus = EventBus(self._sinks(), include_crops=opts.save_crops or cfg.events.include_crops)
         self._closers.append(self.bus.close)
@@ -274,8 +275,13 @@ class Session:
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
                              run.batch_wait_s, opts.max_frames)
         if opts.metrics_port is not None:
-            server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host)
+            server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
             self._closers.append(server.close)
+
+    def _source_gauges(self) -> list[tuple[str, dict, float]]:
+        return [(f"source_{field}", {"camera": camera}, float(getattr(stats, field)))
+                for camera, stats in self.group.stats().items()
+                for field in ("frames_read", "frames_dropped", "reconnects", "errors", "fps")]
 
     def _sinks(self) -> list:
         sinks = []
@@ -324,7 +330,7 @@ class Session:
                 "faces_not_embedded": dict(tally.rejected), "tracks": sum(tally.tracks.values()),
                 "identities_seen": dict(tally.identities), "events": dict(self.bus.counts),
                 "gallery": {"name": self.store.gallery, "identities": len(self.mirror.current()),
-                            "threshold": round(self.threshold, 4), "far": self.cfg.run.far},
+                            "threshold": round(self.threshold, 4), "far": self.far},
                 "outputs": {"events": str(self.opts.events) if self.opts.events else None,
                             "videos": dict(self.output.files)}}
 
@@ -344,6 +350,22 @@ def make_detector(cfg: AppConfig, min_face_size: int | None = None) -> MTCNN:
     return MTCNN(min_face_size=min_face_size or d.min_face_size, thresholds=d.thresholds,
                  scale_factor=d.scale_factor, engine=d.engine, max_side=d.max_side, threads=d.threads,
                  pyramid=d.pyramid)
+
+
+def choose_far(card, far: str, open_set_far: float, identities: int) -> str:
+    """`far` itself, or for "auto" the loosest card FAR with FAR x identities <= open_set_far (see RunConfig)."""
+    if far != "auto":
+        return far
+    calibrated = sorted(card.thresholds, key=float, reverse=True)  # loosest first
+    if not calibrated:
+        raise ConfigError(f"model card {card.model_id} has no calibrated thresholds; set run.threshold")
+    for key in calibrated:
+        if float(key) * max(identities, 1) <= open_set_far:
+            return key
+    log.warning("gallery of %d identities: even the card's strictest threshold (FAR %s) lets a stranger match "
+                "someone with probability ~%.2g per face (wanted %.2g); expect false accepts, or calibrate the "
+                "model at a lower FAR", identities, calibrated[-1], float(calibrated[-1]) * identities, open_set_far)
+    return calibrated[-1]
 
 
 def open_gallery(client, gallery: str, fingerprint: str) -> GalleryStore:

@@ -118,15 +118,16 @@ def _percentiles(ms: np.ndarray) -> dict:
 class MetricsServer:
     """Prometheus text endpoint over `StageMetrics` (read at scrape time, so nothing is counted twice).
 
-    `extra` returns more gauges at scrape time ({name: value}), e.g. per-camera queue depths.
+    `extra` returns more gauges at scrape time as (name, labels, value), e.g. each camera's dropped frames.
     """
 
     def __init__(self, metrics: StageMetrics, port: int, host: str = "127.0.0.1",
-                 extra: Callable[[], dict[str, float]] | None = None):
+                 extra: Callable[[], list[tuple[str, dict, float]]] | None = None):
         try:
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError:
-            raise ConfigError("--metrics-port needs prometheus-client (pip install prometheus-client==0.26.0)") from None
+            raise ConfigError("--metrics-port needs prometheus-client "
+                              "(pip install prometheus-client==0.26.0)") from None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(metrics, extra))
         try:
@@ -142,7 +143,7 @@ class MetricsServer:
 
 
 class _Collector:
-    def __init__(self, metrics: StageMetrics, extra: Callable[[], dict[str, float]] | None):
+    def __init__(self, metrics: StageMetrics, extra: Callable[[], list[tuple[str, dict, float]]] | None):
         self.metrics = metrics
         self.extra = extra
 
@@ -166,5 +167,11 @@ class _Collector:
         for q in ("p50", "p90", "p99"):
             latency.add_metric([q], summary["latency_ms"][q] or 0.0)
         yield latency
-        for name, value in (self.extra() if self.extra else {}).items():
-            yield GaugeMetricFamily(f"facestream_{name}", name.replace("_", " "), value=value)
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, labels, value in (self.extra() if self.extra else []):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(f"facestream_{name}", name.replace("_", " "),
+                                                            labels=list(labels))
+            family.add_metric([str(v) for v in labels.values()], value)
+        yield from families.values()

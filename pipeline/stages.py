@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -243,7 +242,3 @@ def recognise_still(image: np.ndarray, detector, embedder, matcher, gates) -> tu
         for i, m in zip(ok, matcher.match(embedder.embed(crops[ok])), strict=True):
             matches[i] = m
     return faces, matches, verdicts
-
-
-def now() -> float:
-    return time.perf_counter()
