@@ -29,6 +29,11 @@ fi
 
 mkdir -p "$OUT"
 rm -f "$OUT/events.jsonl"  # the events file is appended to: start the demo's log afresh
+# Start from an empty demo gallery: a gallery is bound to the model that made its templates, so a demo
+# gallery left by an older model would refuse today's enrolments.
+for name in "Lin-Manuel Miranda" "Alex Lacamoire"; do
+    $PY enroll.py --gallery $GALLERY remove "$name" >/dev/null 2>&1 || true
+done
 $PY enroll.py --gallery $GALLERY add --name "Lin-Manuel Miranda" "$DATA/reference_photos/lin-manuel-miranda.png"
 $PY enroll.py --gallery $GALLERY add --name "Alex Lacamoire" "$DATA/reference_photos/alex-lacamoire.png"
 $PY run.py --config configs/demo.yaml --gallery $GALLERY --source "$DATA/video/short_hamilton_clip.mp4" \

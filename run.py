@@ -208,7 +208,7 @@ def print_summary(s: dict) -> None:
                      f"{c['tracks']} tracks, up to {c['max_faces_in_a_frame']} faces in a frame ({c['state']})")
     lines.append(f"faces       {s['faces_detected']} detected, {s['faces_embedded']} embedded, not embedded: "
                  + (", ".join(f"{k} {v}" for k, v in s["faces_not_embedded"].items()) or "none"))
-    seen = ", ".join(f"{k} ({v})" for k, v in s["identities_seen"].items()) or "nobody enrolled"
+    seen = ", ".join(f"{k} ({v})" for k, v in s["identities_seen"].items()) or "no enrolled person confirmed"
     lines.append(f"identities  {seen}  [gallery {s['gallery']['name']!r}: {s['gallery']['identities']} people, "
                  f"threshold {s['gallery']['threshold']} at FAR {s['gallery']['far']}]")
     lines.append("events      " + (", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"))
@@ -247,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
     try:
-        from pipeline.config import load_config
-        from pipeline.runner import RunAppConfig, set_threads
+        from pipeline.config import AppConfig, load_config
+        from pipeline.runner import set_threads
 
-        cfg = load_config(args.config, args.set, model=RunAppConfig)
+        cfg = load_config(args.config, args.set, model=AppConfig)
         set_threads()
         sources = args.source or [str(p) for p in cfg.demo.inputs]
         if not sources:

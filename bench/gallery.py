@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import FacestreamError
-from pipeline.gallery.search import ApproximateSearch, ExactSearch, StaticSource
+from pipeline.gallery.search import ApproximateSearch, ExactSearch
 
 DIM = 128
 K = 5  # hits per query, as the matcher asks for a few

@@ -156,16 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="facestream runs; the best fps is reported")
     args = parser.parse_args(argv)
 
-    from pipeline.config import load_config
+    from pipeline.config import AppConfig, load_config
     from pipeline.errors import FacestreamError
     from pipeline.logs import configure_logging
-    from pipeline.runner import RunAppConfig, set_threads
+    from pipeline.runner import set_threads
 
     configure_logging("WARNING")
     try:
         if not CLIP.is_file():
             raise FacestreamError(f"benchmark clip not found: {CLIP} (../shared/data sits beside the checkout)")
-        cfg = load_config(args.config, args.set, model=RunAppConfig)
+        cfg = load_config(args.config, args.set, model=AppConfig)
         set_threads()
         enrol(cfg, args.redis_url, args.model)
         runs = [run_facestream(cfg, args.redis_url, args.model, CLIP, not args.no_video) for _ in range(args.repeat)]

@@ -58,6 +58,62 @@ class QualityConfig(Section):
     min_score: float = Field(0.93, ge=0, le=1, description="detector confidence")
 
 
+class SourceConfig(Section):
+    """How frames are read; the same settings for every source of a run."""
+
+    queue_size: int = Field(4, ge=1, description="frames buffered per source")
+    policy: Literal["auto", "drop_oldest", "wait"] = "auto"  # auto: drop_oldest for webcams and streams, wait for files
+    reconnect: bool | None = None  # None: live sources reconnect, files do not
+    backoff_initial: float = Field(0.5, gt=0, description="s before the first reconnect")
+    backoff_max: float = Field(10.0, gt=0, description="s, cap of the doubling backoff")
+    max_reconnects: int | None = Field(None, ge=0, description="consecutive failures; None = forever")
+    realtime: bool = False  # files: deliver at the file's frame rate instead of as fast as consumed
+
+
+class TrackerConfig(Section):
+    iou_threshold: float = Field(0.3, gt=0, le=1)
+    confirm_hits: int = Field(3, ge=1)
+    max_misses: int = Field(15, ge=0, description="frames a lost track is kept")
+    reembed_quality_gain: float = Field(0.15, ge=0)
+    reembed_every: int = Field(0, ge=0, description="frames; 0 = only on quality gain")
+
+
+class VotingConfig(Section):
+    min_votes: int = Field(3, ge=1)
+    window: int = Field(10, ge=1, description="latest votes considered per track")
+    min_share: float = Field(0.6, gt=0, le=1, description="of the votes in the window")
+    debounce_frames: int = Field(30, ge=0, description="frames between two confirmations of a track")
+
+
+class EventsConfig(Section):
+    jsonl: Path | None = None  # append events to this file; None: no file
+    redis_stream: bool = True  # XADD to fs:{gallery}:events
+    stream_maxlen: int = Field(100_000, ge=1, description="approximate cap of the stream")
+    buffer_size: int = Field(10_000, ge=1, description="events held while Redis is unreachable")
+    include_crops: bool = False  # JPEG face crop (base64) in each event
+
+
+class RunConfig(Section):
+    """The streaming runner's own settings."""
+
+    detect_every: int = Field(3, ge=1, description="run MTCNN on every Nth frame per camera; tracks carry the rest")
+    # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
+    # most expensive (largest) levels. None: detector.min_face_size.
+    min_face_size: int | None = Field(40, ge=8)
+    # Threshold from the model card at this per-comparison false-accept rate. "auto": the loosest of the card's
+    # FARs at which a stranger's face matches *someone* in the gallery with probability <= open_set_far
+    # (≈ FAR x identities): 1e-3 for the two-person demo gallery, the card's strictest for 1,000 people.
+    far: str = "auto"
+    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: per-face chance of a false accept")
+    threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
+    score: Literal["max", "mean_top2"] = "max"
+    stage_queue: int = Field(2, ge=1, description="batches between compute stages")
+    batch_wait_s: float = Field(0.05, gt=0, description="longest wait for a frame from any camera")
+    embed_batch: int = Field(32, ge=1)
+    video_fps: float | None = Field(None, gt=0, description="annotated video frame rate; None: the source's")
+    metrics_host: str = "127.0.0.1"
+
+
 class DemoConfig(Section):
     inputs: list[Path] = []
     output_dir: Path = Path("out/demo")
@@ -68,6 +124,11 @@ class AppConfig(Section):
     engine: EngineConfig = EngineConfig()
     detector: DetectorConfig = DetectorConfig()
     quality: QualityConfig = QualityConfig()
+    run: RunConfig = RunConfig()
+    sources: SourceConfig = SourceConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    voting: VotingConfig = VotingConfig()
+    events: EventsConfig = EventsConfig()
     demo: DemoConfig = DemoConfig()
 
 

@@ -32,11 +32,9 @@ from typing import Any, Callable, Protocol
 import cv2
 import numpy as np
 import redis
-from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.config import Section
 from pipeline.errors import FacestreamError
 from pipeline.gallery.keys import GalleryKeys
 
@@ -48,12 +46,6 @@ TRACK_ENDED = "track_ended"
 SCAN_CHUNK = 1000  # entries per XRANGE when checking which events of an ambiguous write arrived
 
 
-class EventsConfig(Section):
-    jsonl: Path | None = None  # append events to this file; None: no file
-    redis_stream: bool = True  # XADD to fs:{gallery}:events
-    stream_maxlen: int = Field(100_000, ge=1, description="approximate cap of the stream")
-    buffer_size: int = Field(10_000, ge=1, description="events held while Redis is unreachable")
-    include_crops: bool = False  # JPEG face crop (base64) in each event
 
 
 @dataclass(frozen=True)

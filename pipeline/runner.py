@@ -30,25 +30,23 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
 
-from pipeline.config import AppConfig, Section
+from pipeline.config import AppConfig
 from pipeline.detector import MTCNN
 from pipeline.embedder import DEFAULT_MODEL, Embedder
 from pipeline.errors import ConfigError, FacestreamError, GalleryError
-from pipeline.events import EventBus, EventsConfig, JsonlSink, RedisStreamSink, events_key
+from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher, threshold_from_card
-from pipeline.quality import QualityConfig, QualityGates
+from pipeline.quality import QualityGates
 from pipeline.redis_url import connect
-from pipeline.sources import FrameSource, SourceConfig, SourceGroup, source_kind
+from pipeline.sources import FrameSource, SourceGroup, source_kind
 from pipeline.stage_metrics import MetricsServer, StageMetrics
 from pipeline.stages import DetectStage, RecogniseStage
-from pipeline.tracker import TrackerConfig
 from pipeline.video_output import VideoOutput
-from pipeline.voting import IdentityVoter, VotingConfig
+from pipeline.voting import IdentityVoter
 
 log = logging.getLogger(__name__)
 
@@ -56,36 +54,6 @@ END = None  # end-of-stream marker passed down the stage queues
 JOIN_POLL_S = 0.2
 
 
-class RunConfig(Section):
-    """The runner's own settings (to become `AppConfig.run`)."""
-
-    detect_every: int = Field(3, ge=1, description="run MTCNN on every Nth frame per camera; tracks carry the rest")
-    # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
-    # most expensive (largest) levels. None: detector.min_face_size.
-    min_face_size: int | None = Field(40, ge=8)
-    # Threshold from the model card at this per-comparison false-accept rate. "auto": the loosest of the card's
-    # FARs at which a stranger's face matches *someone* in the gallery with probability <= open_set_far
-    # (≈ FAR x identities): 1e-3 for the two-person demo gallery, the card's strictest for 1,000 people.
-    far: str = "auto"
-    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: per-face chance of a false accept")
-    threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
-    score: Literal["max", "mean_top2"] = "max"
-    stage_queue: int = Field(2, ge=1, description="batches between compute stages")
-    batch_wait_s: float = Field(0.05, gt=0, description="longest wait for a frame from any camera")
-    embed_batch: int = Field(32, ge=1)
-    video_fps: float | None = Field(None, gt=0, description="annotated video frame rate; None: the source's")
-    metrics_host: str = "127.0.0.1"
-
-
-class RunAppConfig(AppConfig):
-    """AppConfig plus the sections run.py needs until they move into AppConfig."""
-
-    run: RunConfig = RunConfig()
-    sources: SourceConfig = SourceConfig()
-    quality: QualityConfig = QualityConfig()
-    tracker: TrackerConfig = TrackerConfig()
-    voting: VotingConfig = VotingConfig()
-    events: EventsConfig = EventsConfig()
 
 
 class Runner:
@@ -239,7 +207,7 @@ class RunOptions:
 class Session:
     """Everything one run owns, built from config + options; `run()` then `close()` (always)."""
 
-    def __init__(self, cfg: RunAppConfig, opts: RunOptions):
+    def __init__(self, cfg: AppConfig, opts: RunOptions):
         self.cfg, self.opts = cfg, opts
         self._closers: list = []
         try:

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from pipeline.config import Section
+from pipeline.config import SourceConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.frames import Frame
 
@@ -48,16 +48,6 @@ FALLBACK_FPS = 30.0  # media-time fallback for files whose container reports nei
 TERMINAL = ("finished", "failed", "stopped")
 
 
-class SourceConfig(Section):
-    """How frames are read; the same settings for every source of a run."""
-
-    queue_size: int = Field(4, ge=1, description="frames buffered per source")
-    policy: Policy = "auto"  # auto: drop_oldest for webcams and streams, wait for files
-    reconnect: bool | None = None  # None: live sources reconnect, files do not
-    backoff_initial: float = Field(0.5, gt=0, description="s before the first reconnect")
-    backoff_max: float = Field(10.0, gt=0, description="s, cap of the doubling backoff")
-    max_reconnects: int | None = Field(None, ge=0, description="consecutive failures; None = forever")
-    realtime: bool = False  # files: deliver at the file's frame rate instead of as fast as consumed
 
 
 def source_kind(spec: str) -> SourceKind:

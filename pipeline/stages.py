@@ -142,7 +142,7 @@ class RecogniseStage:
             self._last[frame.camera] = frame
             self.tally.frames[frame.camera] += 1
             if faces is None:
-                boxes[id(frame)] = [(t, True) for t in tracker.predict(frame.index)]
+                boxes[id(frame)] = [(t, True) for t in tracker.predict(frame.index) if t.state != "tentative"]
                 continue
             self.tally.detected_frames[frame.camera] += 1
             self.tally.faces += len(faces)
@@ -151,7 +151,8 @@ class RecogniseStage:
             assignments, ended = tracker.update(faces, frame.index, default_quality(faces))
             for track in ended:
                 self._ended(track, frame.index, frame.timestamp)
-            boxes[id(frame)] = [(a.track, False) for a in assignments]
+            # Tentative tracks are not drawn: most are one-detection flickers (a hand, a poster).
+            boxes[id(frame)] = [(a.track, False) for a in assignments if a.track.state != "tentative"]
             for a in assignments:
                 self._started(a.track, frame)
                 if a.needs_embedding:

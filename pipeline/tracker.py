@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from pipeline.config import Section
+from pipeline.config import TrackerConfig
 from pipeline.errors import ConfigError
 from pipeline.faces import Faces
 
@@ -35,12 +35,6 @@ QUALITY_FULL_SIDE = 100.0
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity: follows turns within two hits, damps jitter
 
 
-class TrackerConfig(Section):
-    iou_threshold: float = Field(0.3, gt=0, le=1)
-    confirm_hits: int = Field(3, ge=1)
-    max_misses: int = Field(15, ge=0, description="frames a lost track is kept")
-    reembed_quality_gain: float = Field(0.15, ge=0)
-    reembed_every: int = Field(0, ge=0, description="frames; 0 = only on quality gain")
 
 
 @dataclass

@@ -16,19 +16,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from pipeline.config import Section
+from pipeline.config import VotingConfig
 from pipeline.errors import ConfigError
 from pipeline.gallery.matcher import Match
 from pipeline.tracker import Track
 
 
-class VotingConfig(Section):
-    min_votes: int = Field(3, ge=1)
-    window: int = Field(10, ge=1, description="latest votes considered per track")
-    min_share: float = Field(0.6, gt=0, le=1, description="of the votes in the window")
-    debounce_frames: int = Field(30, ge=0, description="frames between two confirmations of a track")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Template search backends against the NumPy top-k oracle (exact), recall (ann), and a real Redis (server)."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pytest

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import RunAppConfig, RunOptions, Session, set_threads
+from pipeline.config import AppConfig
+from pipeline.runner import RunOptions, Session, set_threads
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
 PHOTOS = {"Lin-Manuel Miranda": "ageitgey_face_recognition_examples/reference_photos/lin-manuel-miranda.png",
@@ -26,7 +27,7 @@ def demo_gallery(redis_server, shared_data) -> str:
     from pipeline.runner import make_detector, make_embedder
 
     set_threads()
-    cfg = RunAppConfig()
+    cfg = AppConfig()
     detector, embedder = make_detector(cfg), make_embedder(cfg, Path("models/facestream-default.json").resolve())
     store = GalleryStore(redis_server.client(), GALLERY)
     store.clear()
@@ -38,7 +39,7 @@ def demo_gallery(redis_server, shared_data) -> str:
     return GALLERY
 
 
-def run_session(cfg: RunAppConfig, opts: RunOptions, slow_detect_s: float = 0.0) -> dict:
+def run_session(cfg: AppConfig, opts: RunOptions, slow_detect_s: float = 0.0) -> dict:
     session = Session(cfg, opts)
     try:
         if slow_detect_s:
@@ -64,7 +65,7 @@ class SlowDetector:
 def two_cameras(tmp_path_factory, redis_server, shared_data, demo_gallery) -> tuple[dict, list[dict]]:
     """The Hamilton clip as two cameras at once, every frame (files wait for the consumer)."""
     out = tmp_path_factory.mktemp("two_cameras")
-    cfg = load_config(None, [], model=RunAppConfig)
+    cfg = load_config(None, [], model=AppConfig)
     clip = str(shared_data / CLIP)
     opts = RunOptions(sources=[("left", clip), ("right", clip)], gallery=demo_gallery, redis_url=redis_server.url,
                       events=out / "events.jsonl", output_video=out / "annotated.mp4")
@@ -107,7 +108,7 @@ def test_events_carry_their_own_camera(two_cameras):
 
 def test_live_source_drops_frames_behind_a_slow_stage_and_counts_them(redis_server, shared_data, demo_gallery):
     cfg = load_config(None, ["sources.policy=drop_oldest", "sources.queue_size=2", "run.detect_every=1"],
-                      model=RunAppConfig)
+                      model=AppConfig)
     opts = RunOptions(sources=[("live", str(shared_data / CLIP))], gallery=demo_gallery, redis_url=redis_server.url)
     summary = run_session(cfg, opts, slow_detect_s=0.05)
     source = summary["sources"]["live"]

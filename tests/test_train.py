@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,7 +56,7 @@ def _run(cfg: TrainConfig, resume: bool = False, until: int | None = None) -> di
 
 def test_train_writes_weights_logs_and_is_deterministic(tiny_cache, tmp_path):
     first = _run(_config(tiny_cache, tmp_path / "a"))
-    second = _run(_config(tiny_cache, tmp_path / "b"))
+    _run(_config(tiny_cache, tmp_path / "b"))
     assert first["steps"] == 4 and first["images_per_s"] > 0
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
