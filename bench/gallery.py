@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.errors import FacestreamError
+from pipeline.gallery import GalleryStore, Snapshot
 from pipeline.gallery.search import ApproximateSearch, ExactSearch
 
 DIM = 128
@@ -124,27 +125,12 @@ def numpy_fp32(templates: np.ndarray):
 
 
 def local_snapshot(templates, owner, codes=None, scales=None):
-    try:
-        from pipeline.gallery import Snapshot
-    except ImportError:
-        Snapshot = _Snapshot
+    """A mirror-shaped Snapshot of synthetic templates, without going through Redis."""
     identities = int(owner.max()) + 1
     ids = [f"id{i}" for i in range(identities)]
     if codes is None:
         return Snapshot("0-0", "bench", "float32", ids, ids, templates, None, owner)
     return Snapshot("0-0", "bench", "int8", ids, ids, codes, scales, owner)
-
-
-@dataclass(frozen=True)
-class _Snapshot:  # the store's Snapshot fields, for runs without the store
-    stream_id: str
-    fingerprint: str | None
-    dtype: str
-    identity_ids: list[str]
-    names: list[str]
-    matrix: np.ndarray
-    scales: np.ndarray | None
-    owner: np.ndarray
 
 
 def search_figures(gallery: SyntheticGallery, args) -> dict:
@@ -181,10 +167,6 @@ def search_figures(gallery: SyntheticGallery, args) -> dict:
 
 def enrol_figures(gallery: SyntheticGallery, args, client) -> dict:
     """Templates/s through `GalleryStore.add_many`, and Redis memory per template (used_memory delta)."""
-    try:
-        from pipeline.gallery.store import GalleryStore
-    except ImportError as exc:
-        return {"skipped": f"gallery store not importable: {exc}"}
     per = args.templates_per_identity
     store = GalleryStore(client, "bench", dtype="int8")
     store.clear()

@@ -1,6 +1,6 @@
 """Open-set matcher: hand-computed identity scores, thresholds, runner-up, live mirrors, and a NumPy oracle."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,19 +11,7 @@ from pipeline.gallery.matcher import NO_SIMILARITY, Match, Matcher, threshold_fr
 from pipeline.gallery.search import ApproximateSearch, ExactSearch
 from pipeline.model_card import ModelCard
 
-try:
-    from pipeline.gallery import Snapshot
-except ImportError:  # the store's module is being written in parallel: same fields
-    @dataclass(frozen=True)
-    class Snapshot:
-        stream_id: str
-        fingerprint: str | None
-        dtype: str
-        identity_ids: list[str]
-        names: list[str]
-        matrix: np.ndarray
-        scales: np.ndarray | None
-        owner: np.ndarray
+from pipeline.gallery import Snapshot
 
 
 DIM = 4

@@ -1,6 +1,5 @@
 """Template search backends against the NumPy top-k oracle (exact), recall (ann), and a real Redis (server)."""
 
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,19 +9,7 @@ from pipeline.errors import GalleryError
 from pipeline.gallery.search import (ApproximateSearch, ExactSearch, ServerSearch, StaticSource,
                                      available_searches, create_search)
 
-try:
-    from pipeline.gallery import Snapshot
-except ImportError:  # the store's module is being written in parallel: same fields
-    @dataclass(frozen=True)
-    class Snapshot:
-        stream_id: str
-        fingerprint: str | None
-        dtype: str
-        identity_ids: list[str]
-        names: list[str]
-        matrix: np.ndarray
-        scales: np.ndarray | None
-        owner: np.ndarray
+from pipeline.gallery import Snapshot
 
 
 def make_snapshot(templates: np.ndarray, owner: np.ndarray, dtype: str = "float32") -> Snapshot:
