@@ -78,19 +78,13 @@ def open_store(cfg: AppConfig, args: argparse.Namespace):
 
 
 def make_enroller(cfg: AppConfig, args: argparse.Namespace):
-    from pipeline.detector import MTCNN
+    from pipeline.detector import detector_from_config
     from pipeline.embedder import Embedder
     from pipeline.enrollment import Enroller
     from pipeline.quality import QualityGates
 
-    d, e = cfg.detector, cfg.engine
-    detector = MTCNN(min_face_size=d.min_face_size, thresholds=d.thresholds, scale_factor=d.scale_factor,
-                     engine=d.engine, max_side=d.max_side, pyramid=d.pyramid, threads=d.threads)
-    if e.name in ("auto", "onnxruntime"):
-        embedder = Embedder(args.model, "onnxruntime", providers=e.providers, allow_fallback=e.allow_fallback,
-                            threads=e.threads)
-    else:
-        embedder = Embedder(args.model, e.name)
+    detector = detector_from_config(cfg.detector)
+    embedder = Embedder.from_config(args.model, cfg.engine)
     return Enroller(detector, embedder, QualityGates.from_config(cfg.quality), largest=args.largest,
                     video_every=args.video_every, video_max_frames=args.video_max_frames)
 

@@ -28,7 +28,8 @@ class RedisConfig(Section):
 
 
 class EngineConfig(Section):
-    name: Literal["auto", "onnxruntime", "torch"] = "onnxruntime"
+    # The embedder's engine; "auto" picks the best installed (today: ONNX Runtime with the best provider).
+    name: Literal["auto", "onnxruntime"] = "onnxruntime"
     # ONNX Runtime providers in order of preference; None: the best the machine has.
     providers: list[str] | None = None
     # ORT silently runs on CPU when a requested provider fails; we refuse that unless allowed.

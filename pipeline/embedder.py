@@ -14,6 +14,7 @@ import numpy as np
 
 from engines import create_engine
 from pipeline.align import align
+from pipeline.config import EngineConfig
 from pipeline.errors import EngineError
 from pipeline.faces import Faces
 from pipeline.model_card import ModelCard, load_card, onnx_path
@@ -37,6 +38,18 @@ class Embedder:
         self.mean = np.asarray(self.card.mean, np.float32)
         self.std = np.asarray(self.card.std, np.float32)
         self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, card_path: str | Path, engine: EngineConfig, batch_size: int = 32) -> "Embedder":
+        """The embedder an entry point's `engine` config section asks for."""
+        name = engine.name
+        if name == "auto":
+            # ONNX Runtime is the only engine for ONNX files on this build; GPU engines plug in here.
+            name = "onnxruntime"
+            log.info("engine auto: using onnxruntime (providers %s)", engine.providers or "best available")
+        # One intra-op thread by default: detection and recognition each keep one core busy.
+        return cls(card_path, name, batch_size=batch_size, providers=engine.providers,
+                   allow_fallback=engine.allow_fallback, threads=engine.threads or 1)
 
     @property
     def fingerprint(self) -> str:

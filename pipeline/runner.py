@@ -34,7 +34,7 @@ from typing import Any
 
 
 from pipeline.config import AppConfig
-from pipeline.detector import MTCNN
+from pipeline.detector import MTCNN, detector_from_config
 from pipeline.embedder import DEFAULT_MODEL, Embedder
 from pipeline.errors import ConfigError, FacestreamError, GalleryError
 from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
@@ -304,20 +304,11 @@ class Session:
 
 
 def make_embedder(cfg: AppConfig, model: Path) -> Embedder:
-    e = cfg.engine
-    batch = getattr(getattr(cfg, "run", None), "embed_batch", 32)
-    if e.name in ("auto", "onnxruntime"):
-        # One intra-op thread: the detect and recognise threads each keep one core busy (see the module notes).
-        return Embedder(model, "onnxruntime", batch_size=batch, providers=e.providers,
-                        allow_fallback=e.allow_fallback, threads=e.threads or 1)
-    return Embedder(model, e.name, batch_size=batch)
+    return Embedder.from_config(model, cfg.engine, batch_size=cfg.run.embed_batch)
 
 
 def make_detector(cfg: AppConfig, min_face_size: int | None = None) -> MTCNN:
-    d = cfg.detector
-    return MTCNN(min_face_size=min_face_size or d.min_face_size, thresholds=d.thresholds,
-                 scale_factor=d.scale_factor, engine=d.engine, max_side=d.max_side, threads=d.threads,
-                 pyramid=d.pyramid)
+    return detector_from_config(cfg.detector, min_face_size)
 
 
 def choose_far(card, far: str, open_set_far: float, identities: int) -> str:
