@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 BUILTIN_MODULES: dict[str, str] = {
     "onnxruntime": "engines.onnxruntime_engine",
     "torch": "engines.torch_engine",
+    "tensorrt": "engines.tensorrt_engine",
+    "triton": "engines.triton",
 }
 
 _REGISTRY: dict[str, type] = {}

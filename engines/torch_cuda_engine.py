@@ -1,0 +1,241 @@
+"""Torch CUDA engine: the card's architecture rebuilt in torch, weights taken from the exported ONNX, run in FP16.
+
+No second weight file to keep in sync: the TorchScript ONNX exporter keeps state-dict names for the initializers
+it does not rewrite (conv weights and biases, buffers such as `centre`). It rewrites one kind: an `nn.Linear`
+without bias becomes `MatMul(x, W^T)` with an anonymous initializer (`onnx::MatMul_695`), so a missing
+`<module>.weight` is looked up as the B input of the node named `/<module path>/MatMul` (or `/Gemm`) and
+transposed back. Every state-dict entry must be filled, with the right shape, or loading fails.
+
+Machines without the `onnx` package (a bare GPU box) load a `.pt` made by `export_state_dict` instead; it
+records the ONNX fingerprint it came from, and a mismatch with the card is refused.
+
+With `cuda_graphs`, each batch bucket (1, 16, 64, 256 by default) is captured once on first use; a batch is
+padded up to the nearest bucket (larger ones are split into top-bucket chunks), which removes the per-kernel
+launch cost that dominates small batches on a fast GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.base import (
+    TensorSpec,
+    empty_outputs,
+    require_dynamic_batch,
+    validate_feeds,
+)
+from engines.registry import register_engine
+from pipeline.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = (1, 16, 64, 256)
+STATE_DICT_FORMAT = "facestream-torch-weights"
+
+
+def read_card(card_path: Path) -> dict:
+    """The card fields this engine needs, read without pydantic (it must run on a bare GPU box)."""
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EngineError(f"cannot read model card {card_path}: {exc}") from exc
+    missing = [key for key in ("architecture", "input_size", "embedding_dim", "fingerprint") if key not in card]
+    if missing:
+        raise EngineError(f"model card {card_path} lacks {missing}")
+    return card
+
+
+def onnx_weights(onnx_path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], str, str]:
+    """State-dict entries `names` recovered from the ONNX initializers, plus the graph's input and output name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    inits = {init.name: init for init in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node}
+    weights: dict[str, np.ndarray] = {}
+    for name in names:
+        if name in inits:
+            weights[name] = numpy_helper.to_array(inits[name])
+            continue
+        module, _, leaf = name.rpartition(".")
+        node = next((nodes.get(f"/{module.replace('.', '/')}/{op}") for op in ("MatMul", "Gemm")
+                     if f"/{module.replace('.', '/')}/{op}" in nodes), None)
+        if leaf != "weight" or node is None or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        array = numpy_helper.to_array(inits[node.input[1]])
+        trans_b = any(a.name == "transB" and a.i == 1 for a in node.attribute)
+        weights[name] = array if node.op_type == "Gemm" and trans_b else array.T
+    graph_inputs = [i.name for i in model.graph.input if i.name not in inits]
+    return weights, graph_inputs[0], model.graph.output[0].name
+
+
+def build_module(card_path: str | Path, weights: str | Path | None = None) -> tuple[torch.nn.Module, str, str]:
+    """The card's architecture with its exported weights (from the ONNX, or from a `.pt` made here), fp32, CPU.
+
+    Returns (module, input name, output name).
+    """
+    import trainer.models  # noqa: F401  (registers every architecture)
+    from trainer.models.registry import create_model
+
+    card_path = Path(card_path)
+    card = read_card(card_path)
+    module = create_model(card["architecture"]).eval()
+    expected = module.state_dict()
+    if weights is not None and Path(weights).suffix == ".pt":
+        payload = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        if payload.get("format") != STATE_DICT_FORMAT or payload.get("fingerprint") != card["fingerprint"]:
+            raise EngineError(f"{weights} is not the exported weights of {card_path} (fingerprint "
+                              f"{payload.get('fingerprint')!r}, card {card['fingerprint']!r})")
+        found = {k: np.asarray(v) for k, v in payload["state_dict"].items()}
+        input_name, output_name = payload["input_name"], payload["output_name"]
+    else:
+        onnx_path = Path(weights) if weights is not None else card_path.parent / card.get("onnx", "")
+        try:
+            found, input_name, output_name = onnx_weights(onnx_path, list(expected))
+        except ImportError as exc:
+            raise EngineError(f"loading weights from {onnx_path} needs the onnx package ({exc}); "
+                              "pass a .pt from engines.torch_cuda_engine.export_state_dict instead") from exc
+    _check_weights(expected, found, card_path)
+    module.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in found.items()})
+    return module, input_name, output_name
+
+
+def _check_weights(expected: dict[str, torch.Tensor], found: dict[str, np.ndarray], source: Path) -> None:
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise EngineError(f"weights for {source} lack state-dict entries {missing}")
+    wrong = {k: (tuple(expected[k].shape), found[k].shape) for k in expected if tuple(expected[k].shape) != found[k].shape}
+    if wrong:
+        raise EngineError(f"weights for {source} have wrong shapes (expected, found): {wrong}")
+
+
+def export_state_dict(card_path: str | Path, out: str | Path) -> Path:
+    """Write the card's weights (read from its ONNX) as a `.pt` for machines without the onnx package."""
+    module, input_name, output_name = build_module(card_path)
+    payload = {
+        "format": STATE_DICT_FORMAT,
+        "fingerprint": read_card(Path(card_path))["fingerprint"],
+        "input_name": input_name,
+        "output_name": output_name,
+        "state_dict": module.state_dict(),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, out)
+    return out
+
+
+@register_engine("torch-cuda")
+class TorchCudaEngine:
+    """The card's torch module on CUDA (FP16 by default), same interface as the ONNX Runtime engine.
+
+    `model_path`: the ONNX file (its card is the `.json` beside it unless `card_path` says otherwise).
+    `weights`: a `.pt` from `export_state_dict` instead of the ONNX's initializers. `device="cpu"`,
+    `fp16=False`, `cuda_graphs=False` give an fp32 CPU run of the same module (how the tests check weights).
+    """
+
+    name = "torch-cuda"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        card_path: str | Path | None = None,
+        weights: str | Path | None = None,
+        device: str = "cuda",
+        fp16: bool = True,
+        cuda_graphs: bool = True,
+        batch_buckets: Sequence[int] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.model_path = Path(model_path)
+        card_path = Path(card_path) if card_path is not None else self.model_path.with_suffix(".json")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError("torch-cuda engine: torch reports no CUDA device (torch.cuda.is_available() is False)")
+        if (fp16 or cuda_graphs) and self.device.type != "cuda":
+            raise EngineError(f"fp16 and cuda_graphs need a CUDA device, got device={device!r}")
+        if not batch_buckets or any(b < 1 for b in batch_buckets):
+            raise EngineError(f"batch_buckets must be positive batch sizes, got {tuple(batch_buckets)}")
+        card = read_card(card_path)
+        module, input_name, output_name = build_module(card_path, weights if weights is not None else self.model_path)
+        self.dtype = torch.float16 if fp16 else torch.float32
+        self._module: torch.nn.Module | None = module.to(self.device, self.dtype).eval()
+        height, width = card["input_size"]
+        self.inputs = [TensorSpec(input_name, ("batch", 3, height, width), np.float32)]
+        self.outputs = [TensorSpec(output_name, ("batch", card["embedding_dim"]), np.float32)]
+        require_dynamic_batch(self.inputs, str(self.model_path))
+        self.buckets = tuple(sorted(set(batch_buckets))) if cuda_graphs else ()
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        log.info("loaded %s (%s) on %s, %s, cuda graphs for %s", self.model_path, card["architecture"],
+                 self.device, self.dtype, self.buckets or "no batch")
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return torch.cuda.is_available()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._module is None:
+            raise EngineError(f"engine for {self.model_path} is closed")
+        batch = validate_feeds(self.inputs, feeds)
+        if batch == 0:
+            return empty_outputs(self.outputs)
+        x = torch.from_numpy(np.ascontiguousarray(feeds[self.inputs[0].name]))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(self.device, self.dtype, non_blocking=True)
+        try:
+            with torch.inference_mode():
+                y = self._forward_graphs(x) if self.buckets else self._module(x)
+        except RuntimeError as exc:  # CUDA OOM, a shape the module cannot take
+            raise EngineError(f"torch-cuda failed running {self.model_path}: {exc}") from exc
+        return {self.outputs[0].name: y.float().cpu().numpy()}
+
+    def _forward_graphs(self, x: torch.Tensor) -> torch.Tensor:
+        """Replay the captured graph of the smallest bucket holding the batch; split batches over the largest."""
+        top = self.buckets[-1]
+        parts = []
+        for start in range(0, len(x), top):
+            chunk = x[start:start + top]
+            bucket = next(b for b in self.buckets if b >= len(chunk))
+            graph, static_in, static_out = self._graph(bucket)
+            static_in[: len(chunk)].copy_(chunk)
+            static_in[len(chunk):].zero_()
+            graph.replay()
+            parts.append(static_out[: len(chunk)].clone())
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _graph(self, bucket: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        if bucket not in self._graphs:
+            static_in = torch.zeros((bucket, *self.inputs[0].shape[1:]), device=self.device, dtype=self.dtype)
+            # Warm-up on a side stream, as torch.cuda.graphs requires before capture (cuDNN picks its algorithms).
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._module(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._module(static_in)
+            self._graphs[bucket] = (graph, static_in, static_out)
+            log.debug("captured a CUDA graph for batch %d", bucket)
+        return self._graphs[bucket]
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._module = None
+
+    def __enter__(self) -> TorchCudaEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TorchCudaEngine({str(self.model_path)!r}, device={self.device}, dtype={self.dtype})"

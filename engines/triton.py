@@ -1,0 +1,277 @@
+"""Triton Inference Server: export a model repository for an embedder, and a `triton` engine that calls one.
+
+    python -m engines.triton export --model models/facestream-default.json --repo triton_models [--plan x.plan]
+
+writes `<repo>/<name>/config.pbtxt` and `<repo>/<name>/1/model.onnx` (platform `onnxruntime_onnx`) or, with
+`--plan`, `<repo>/<name>/1/model.plan` (platform `tensorrt_plan`). Dims in the config leave out the batch
+axis, which Triton adds itself when `max_batch_size > 0`; dynamic batching merges requests from several
+cameras into one batch. The `triton` engine talks HTTP through `tritonclient.http`, an optional extra
+imported only when such an engine is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import TensorSpec, empty_outputs, validate_feeds
+from engines.registry import register_engine
+from pipeline.errors import ConfigError, EngineError, FacestreamError
+from pipeline.model_card import load_card, onnx_path
+
+log = logging.getLogger(__name__)
+
+# numpy dtype <-> Triton config `TYPE_*` and protocol datatype strings.
+TRITON_TYPES: dict[np.dtype, tuple[str, str]] = {
+    np.dtype(name): (f"TYPE_{wire}", wire)
+    for name, wire in [("float32", "FP32"), ("float16", "FP16"), ("float64", "FP64"), ("int8", "INT8"),
+                       ("uint8", "UINT8"), ("int32", "INT32"), ("int64", "INT64"), ("bool", "BOOL")]
+}
+DEFAULT_MAX_BATCH = 32
+DEFAULT_QUEUE_DELAY_US = 2000  # 2 ms: a camera frame is worth waiting that long for a fuller batch
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """What `config.pbtxt` says; `render` writes it, `parse_config` reads one back."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    instance_kind: str = "KIND_GPU"
+    instance_count: int = 1
+
+    def render(self) -> str:
+        lines = [f'name: "{self.name}"', f'platform: "{self.platform}"', f"max_batch_size: {self.max_batch_size}"]
+        for section, specs in (("input", self.inputs), ("output", self.outputs)):
+            lines.append(f"{section} [")
+            lines.append(",\n".join(_tensor_block(spec) for spec in specs))
+            lines.append("]")
+        lines += ["dynamic_batching {",
+                  f"  preferred_batch_size: [ {', '.join(str(b) for b in self.preferred_batch_sizes)} ]",
+                  f"  max_queue_delay_microseconds: {self.max_queue_delay_us}",
+                  "}",
+                  "instance_group [",
+                  f"  {{ count: {self.instance_count} kind: {self.instance_kind} }}",
+                  "]"]
+        return "\n".join(lines) + "\n"
+
+
+def _tensor_block(spec: TensorSpec) -> str:
+    # Triton prepends the batch axis itself; the rest must be fixed or -1 (dynamic).
+    dims = ", ".join(str(d) if isinstance(d, int) and d >= 0 else "-1" for d in spec.shape[1:])
+    return f'  {{\n    name: "{spec.name}"\n    data_type: {triton_type(spec.dtype)[0]}\n    dims: [ {dims} ]\n  }}'
+
+
+def triton_type(dtype: np.dtype) -> tuple[str, str]:
+    try:
+        return TRITON_TYPES[np.dtype(dtype)]
+    except KeyError:
+        raise EngineError(f"dtype {dtype} has no Triton equivalent here; supported: "
+                          f"{sorted(str(d) for d in TRITON_TYPES)}") from None
+
+
+def preferred_batches(max_batch: int) -> tuple[int, ...]:
+    """Powers of two from 4 up to `max_batch` (and `max_batch` itself): sizes TensorRT profiles tune for."""
+    sizes = [b for b in (4, 8, 16, 32, 64, 128) if b <= max_batch]
+    return tuple(sorted(set(sizes + [max_batch])))
+
+
+def export_repository(card_path: str | Path, repo: str | Path, plan: str | Path | None = None,
+                      max_batch: int = DEFAULT_MAX_BATCH, name: str | None = None,
+                      instance_kind: str = "KIND_GPU") -> Path:
+    """Write `<repo>/<name>/config.pbtxt` + `1/model.onnx|model.plan`; return the model folder."""
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+    card_path = Path(card_path)
+    card = load_card(card_path)
+    model_file = onnx_path(card, card_path)
+    inputs, outputs = _onnx_specs(model_file)
+    name = name or card.model_id
+    folder = Path(repo) / name
+    version = folder / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    if plan is not None:
+        plan = Path(plan)
+        if not plan.is_file():
+            raise ConfigError(f"TensorRT plan not found: {plan}")
+        platform, target = "tensorrt_plan", version / "model.plan"
+        shutil.copyfile(plan, target)
+    else:
+        platform, target = "onnxruntime_onnx", version / "model.onnx"
+        shutil.copyfile(model_file, target)
+    config = TritonConfig(name, platform, max_batch, inputs, outputs, preferred_batches(max_batch),
+                          instance_kind=instance_kind)
+    (folder / "config.pbtxt").write_text(config.render(), encoding="utf-8")
+    # The card travels with the model so a client can check normalisation and fingerprint.
+    shutil.copyfile(card_path, folder / "model_card.json")
+    log.info("wrote Triton model %s (%s) to %s", name, platform, folder)
+    return folder
+
+
+def _onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model = onnx.load(str(path), load_external_data=False)
+    initialisers = {init.name for init in model.graph.initializer}
+
+    def specs(values) -> list[TensorSpec]:
+        out = []
+        for value in values:
+            if value.name in initialisers:
+                continue
+            tensor = value.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+            out.append(TensorSpec(value.name, dims, tensor_dtype_to_np_dtype(tensor.elem_type)))
+        return out
+
+    return specs(model.graph.input), specs(model.graph.output)
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """Read back the subset of `config.pbtxt` that `TritonConfig.render` writes (for tests and checks)."""
+    def scalar(key: str) -> str:
+        match = re.search(rf"^{key}:\s*(\S+)", text, re.M)
+        if match is None:
+            raise ConfigError(f"config.pbtxt has no {key}")
+        return match.group(1).strip('"')
+
+    def tensors(section: str) -> list[dict[str, Any]]:
+        body = re.search(rf"^{section} \[(.*?)^\]", text, re.M | re.S)
+        if body is None:
+            return []
+        return [{"name": n, "data_type": t, "dims": [int(d) for d in dims.replace(",", " ").split()]}
+                for n, t, dims in re.findall(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[([^\]]*)\]', body.group(1))]
+
+    batching = re.search(r"dynamic_batching \{(.*?)\}", text, re.S)
+    preferred = re.search(r"preferred_batch_size: \[([^\]]*)\]", batching.group(1)) if batching else None
+    delay = re.search(r"max_queue_delay_microseconds: (\d+)", batching.group(1)) if batching else None
+    instance = re.search(r"count: (\d+) kind: (\w+)", text)
+    return {
+        "name": scalar("name"), "platform": scalar("platform"), "max_batch_size": int(scalar("max_batch_size")),
+        "input": tensors("input"), "output": tensors("output"),
+        "dynamic_batching": None if batching is None else {
+            "preferred_batch_size": [int(b) for b in preferred.group(1).replace(",", " ").split()] if preferred else [],
+            "max_queue_delay_microseconds": int(delay.group(1)) if delay else 0},
+        "instance_group": None if instance is None else {"count": int(instance.group(1)), "kind": instance.group(2)},
+    }
+
+
+@register_engine("triton")
+class TritonEngine:
+    """A model served by Triton over HTTP; same contract as the local engines (numpy feeds in, dict out)."""
+
+    name = "triton"
+
+    def __init__(self, url: str, model_name: str, model_version: str = "", timeout_s: float = 10.0) -> None:
+        client_module = _tritonclient()
+        self.url, self.model_name, self.model_version = url, model_name, model_version
+        self._http = client_module
+        try:
+            self._client = client_module.InferenceServerClient(url=url, connection_timeout=timeout_s,
+                                                               network_timeout=timeout_s)
+            if not self._client.is_model_ready(model_name, model_version):
+                raise EngineError(f"Triton at {url} has no ready model {model_name!r}")
+            metadata = self._client.get_model_metadata(model_name, model_version)
+        except EngineError:
+            raise
+        except Exception as exc:  # connection refused, HTTP errors, InferenceServerException
+            raise EngineError(f"cannot reach Triton model {model_name!r} at {url}: {exc}") from exc
+        self.inputs = [_spec_from_metadata(t) for t in metadata["inputs"]]
+        self.outputs = [_spec_from_metadata(t) for t in metadata["outputs"]]
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            _tritonclient()
+        except EngineError:
+            return False
+        return True
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._client is None:
+            raise EngineError(f"engine for Triton model {self.model_name} is closed")
+        if validate_feeds(self.inputs, feeds) == 0:
+            return empty_outputs(self.outputs)
+        requests = []
+        for spec in self.inputs:
+            array = feeds[spec.name]
+            request = self._http.InferInput(spec.name, list(array.shape), triton_type(spec.dtype)[1])
+            request.set_data_from_numpy(array, binary_data=True)
+            requests.append(request)
+        wanted = [self._http.InferRequestedOutput(spec.name, binary_data=True) for spec in self.outputs]
+        try:
+            result = self._client.infer(self.model_name, requests, model_version=self.model_version, outputs=wanted)
+        except Exception as exc:
+            raise EngineError(f"Triton inference failed for {self.model_name} at {self.url}: {exc}") from exc
+        return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+    def __enter__(self) -> TritonEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _tritonclient():
+    try:
+        import tritonclient.http as http
+    except ImportError as exc:
+        raise EngineError("the triton engine needs the tritonclient package "
+                          "(pip install 'tritonclient[http]'); it is not installed here") from exc
+    return http
+
+
+def _spec_from_metadata(tensor: dict[str, Any]) -> TensorSpec:
+    wire = {wire: dtype for dtype, (_, wire) in TRITON_TYPES.items()}
+    if tensor["datatype"] not in wire:
+        raise EngineError(f"Triton tensor {tensor['name']!r} has unsupported datatype {tensor['datatype']}")
+    shape = tuple(None if int(d) < 0 else int(d) for d in tensor["shape"])
+    return TensorSpec(tensor["name"], shape, wire[tensor["datatype"]])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engines.triton", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("export", help="write a Triton model repository for a model card")
+    p.add_argument("--model", type=Path, required=True, help="model card (.json)")
+    p.add_argument("--repo", type=Path, required=True, help="model repository folder")
+    p.add_argument("--plan", type=Path, default=None, help="serialised TensorRT engine to serve instead of ONNX")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
+    p.add_argument("--name", default=None, help="model name in the repository (default: the card's model_id)")
+    p.add_argument("--instance-kind", default="KIND_GPU", choices=["KIND_GPU", "KIND_CPU"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        folder = export_repository(args.model, args.repo, args.plan, args.max_batch, args.name, args.instance_kind)
+    except FacestreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(folder / "config.pbtxt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
