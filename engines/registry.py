@@ -28,6 +28,9 @@ BUILTIN_MODULES: dict[str, str] = {
     "torch": "engines.torch_engine",
     "tensorrt": "engines.tensorrt_engine",
     "triton": "engines.triton",
+    "torch-cuda": "engines.torch_cuda_engine",
+    "onnxruntime-cuda": "engines.ort_gpu",
+    "onnxruntime-tensorrt": "engines.ort_gpu",
 }
 
 _REGISTRY: dict[str, type] = {}

@@ -28,8 +28,10 @@ class RedisConfig(Section):
 
 
 class EngineConfig(Section):
-    # The embedder's engine; "auto" picks the best installed (today: ONNX Runtime with the best provider).
-    name: Literal["auto", "onnxruntime"] = "onnxruntime"
+    # The embedder's engine; "auto" picks TensorRT -> ORT-TensorRT -> ORT-CUDA -> torch-CUDA -> ORT-CPU by what
+    # is installed and working (engines/selection.py), and logs its choice.
+    name: Literal["auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda",
+                  "tensorrt"] = "onnxruntime"
     # ONNX Runtime providers in order of preference; None: the best the machine has.
     providers: list[str] | None = None
     # ORT silently runs on CPU when a requested provider fails; we refuse that unless allowed.

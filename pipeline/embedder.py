@@ -41,15 +41,19 @@ class Embedder:
 
     @classmethod
     def from_config(cls, card_path: str | Path, engine: EngineConfig, batch_size: int = 32) -> "Embedder":
-        """The embedder an entry point's `engine` config section asks for."""
-        name = engine.name
-        if name == "auto":
-            # ONNX Runtime is the only engine for ONNX files on this build; GPU engines plug in here.
-            name = "onnxruntime"
-            log.info("engine auto: using onnxruntime (providers %s)", engine.providers or "best available")
-        # One intra-op thread by default: detection and recognition each keep one core busy.
-        return cls(card_path, name, batch_size=batch_size, providers=engine.providers,
-                   allow_fallback=engine.allow_fallback, threads=engine.threads or 1)
+        """The embedder an entry point's `engine` config section asks for ("auto": the fastest that works)."""
+        from engines.selection import choose_engine
+
+        name = choose_engine() if engine.name == "auto" else engine.name
+        if name == "onnxruntime":
+            # One intra-op thread by default: detection and recognition each keep one core busy.
+            options = {"providers": engine.providers, "allow_fallback": engine.allow_fallback,
+                       "threads": engine.threads or 1}
+        elif name.startswith("onnxruntime-"):
+            options = {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
+        else:
+            options = {}
+        return cls(card_path, name, batch_size=batch_size, **options)
 
     @property
     def fingerprint(self) -> str:

@@ -176,7 +176,7 @@ def test_non_onnx_file_is_refused_by_name(kind, tmp_path, request):
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        pytest.param("tensorflow", {}, "unknown engine 'tensorflow'; known engines: onnxruntime, tensorrt, torch, triton", id="unknown"),
+        pytest.param("tensorflow", {}, "unknown engine 'tensorflow'; known engines: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt, torch, torch-cuda, triton", id="unknown"),
         pytest.param("auto", {}, "unknown engine 'auto'", id="auto-not-yet"),
         pytest.param("onnxruntime", {"model_path": "/nonexistent/face.onnx"}, "not found: /nonexistent/face.onnx",
                      id="missing-file"),
