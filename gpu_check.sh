@@ -5,9 +5,9 @@
 # Decision: weights travel as a .pt state dict made here, because the GPU box may lack the `onnx` package:
 #     .venv/bin/python -c "from engines.torch_cuda_engine import export_state_dict as e; \
 #         e('models/facestream-default.json', 'state/models/facestream-default.pt')"
-# then run with carry=["state/models/facestream-default.pt", "state/crops/lfw150"] (crops optional: random
-# faces otherwise; the crop cache is ~ 680 MB, over the carry limit, so the script takes 256 real crops from
-# state/gpu_crops.npy when present: make it with
+# then run with carry=["state/models/facestream-default.pt", "state/gpu_crops.npy"] (the crops are optional:
+# random faces otherwise; the whole crop cache is ~680 MB, over the carry limit, so 256 real crops travel in
+# state/gpu_crops.npy: make it with
 #     .venv/bin/python -c "import numpy as np; np.save('state/gpu_crops.npy', np.load('state/crops/lfw150/crops.npy', mmap_mode='r')[:256])"
 # ). ORT-CPU is timed only if onnxruntime imports there. Output: $OUT/gpu_check.json (also printed).
 set -euo pipefail

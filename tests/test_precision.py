@@ -19,8 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "models" / "facestream-default.json"
 CACHE = REPO / "state" / "crops" / "lfw150"
 
-pytestmark = pytest.mark.skipif(not (CARD.is_file() and (CACHE / "meta.json").is_file()),
-                                reason="needs the shipped model and the LFW crop cache (state/crops/lfw150)")
+pytestmark = pytest.mark.skipif(not CARD.is_file(), reason=f"needs the shipped model card {CARD}")
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +28,41 @@ def card():
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory, card, shared_data):
-    out = tmp_path_factory.mktemp("precision")
-    return {p: convert(CARD, p, out, calibration=CACHE, calibration_size=128) for p in ("fp16", "int8")}
+def crop_cache(card, shared_data, tmp_path_factory) -> Path:
+    """The trainer's LFW crop cache if `trainer prepare` made it, else a small one of real LFW faces made now:
+    3 images of 40 training people (calibration) and 4 of 20 validation-fold people (held-out checks)."""
+    if (CACHE / "meta.json").is_file():
+        return CACHE
+    from trainer.export import model_template
+    from trainer.prepare import prepare
+
+    images = shared_data / "lfw" / "images"
+    held = heldout_names(card)
+    people = [d for d in sorted(images.iterdir()) if len(list(d.glob("*.jpg"))) >= 4]
+    chosen = [d for d in people if d.name not in held][:40] + [d for d in people if d.name in held][:20]
+    root = tmp_path_factory.mktemp("lfw-subset")
+    for person in chosen:
+        (root / person.name).mkdir()
+        for image in sorted(person.glob("*.jpg"))[: 4 if person.name in held else 3]:
+            (root / person.name / image.name).symlink_to(image)
+    out = tmp_path_factory.mktemp("crops") / "lfw150"
+    prepare(root, out, size=card.input_size, template=model_template(card.architecture), progress=False)
+    return out
 
 
 @pytest.fixture(scope="module")
-def heldout_inputs(card, shared_data):
+def converted(tmp_path_factory, card, crop_cache):
+    out = tmp_path_factory.mktemp("precision")
+    return {p: convert(CARD, p, out, calibration=crop_cache, calibration_size=96) for p in ("fp16", "int8")}
+
+
+@pytest.fixture(scope="module")
+def heldout_inputs(card, crop_cache):
     """64 normalised crops of validation-fold people (calibration excludes them)."""
     from trainer.crops import CropCache
 
     names = heldout_names(card)
-    cache = CropCache.open(CACHE)
+    cache = CropCache.open(crop_cache)
     mask = np.array([cache.identities[label] in names for label in cache.labels])
     chosen = np.sort(np.random.default_rng(1).choice(np.flatnonzero(mask), 64, replace=False))
     return normalise(np.asarray(cache.crops[chosen]), card)
@@ -51,13 +73,13 @@ def embed(path, inputs):
         return engine, engine.run({"image": inputs})["embedding"]
 
 
-def test_calibration_excludes_validation_people(card):
+def test_calibration_excludes_validation_people(card, crop_cache):
     from trainer.crops import CropCache
 
     names = heldout_names(card)
     assert len(names) > 100
-    cache = CropCache.open(CACHE)
-    crops = calibration_crops(CACHE, 64, names)
+    cache = CropCache.open(crop_cache)
+    crops = calibration_crops(crop_cache, 64, names)
     assert crops.shape == (64, 150, 150, 3) and crops.dtype == np.uint8
     allowed = [i for i, label in enumerate(cache.labels) if cache.identities[label] not in names]
     # Every calibration crop is one of the allowed crops (fixed seed: the same draw again).
