@@ -65,6 +65,19 @@ class Engine(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
 
+class ClosingEngine:
+    """`with engine:` for every engine: closes it on the way out (the Engine protocol's context manager)."""
+
+    def close(self) -> None:  # pragma: no cover - every engine defines its own
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def validate_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> int:
     """Check `feeds` against `specs` and return the batch size; raise EngineError saying expected vs actual.
 

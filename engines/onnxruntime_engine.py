@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidGraph, InvalidProtobuf
 
-from engines.base import TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
+from engines.base import ClosingEngine, TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
 from engines.registry import register_engine
 from pipeline.errors import EngineError
 
@@ -86,7 +86,7 @@ def specs_from_session(nodes: list, model: Path) -> list[TensorSpec]:
 
 
 @register_engine("onnxruntime")
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(ClosingEngine):
     """An ONNX model in an ORT InferenceSession; `providers` is what the session really runs on."""
 
     name = "onnxruntime"
@@ -142,11 +142,6 @@ class OnnxRuntimeEngine:
     def close(self) -> None:
         self._session = None
 
-    def __enter__(self) -> OnnxRuntimeEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeEngine({str(self.model_path)!r}, providers={self.providers})"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import (
+    ClosingEngine,
     TensorSpec,
     empty_outputs,
     require_dynamic_batch,
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 @register_engine("tensorrt")
-class TensorRTEngine:
+class TensorRTEngine(ClosingEngine):
     """A TensorRT plan on CUDA device `device`, with the same `run` contract as the ONNX Runtime engine."""
 
     name = "tensorrt"
@@ -228,11 +229,6 @@ class TensorRTEngine:
         check(self._cuda_context.detach, "release primary CUDA context")
         self._cuda_context = None
 
-    def __enter__(self) -> TensorRTEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TensorRTEngine({str(self.model_path)!r}, max_batch={getattr(self, 'max_batch', '?')})"

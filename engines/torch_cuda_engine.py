@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from engines.base import (
+    ClosingEngine,
     TensorSpec,
     empty_outputs,
     require_dynamic_batch,
@@ -133,7 +134,7 @@ def export_state_dict(card_path: str | Path, out: str | Path) -> Path:
 
 
 @register_engine("torch-cuda")
-class TorchCudaEngine:
+class TorchCudaEngine(ClosingEngine):
     """The card's torch module on CUDA (FP16 by default), same interface as the ONNX Runtime engine.
 
     `model_path`: the ONNX file (its card is the `.json` beside it unless `card_path` says otherwise).
@@ -231,11 +232,6 @@ class TorchCudaEngine:
         self._graphs.clear()
         self._module = None
 
-    def __enter__(self) -> TorchCudaEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TorchCudaEngine({str(self.model_path)!r}, device={self.device}, dtype={self.dtype})"

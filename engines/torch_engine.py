@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.base import TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
+from engines.base import ClosingEngine, TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
 from engines.registry import register_engine
 from pipeline.errors import EngineError
 
 @register_engine("torch")
-class TorchEngine:
+class TorchEngine(ClosingEngine):
     """An nn.Module behind the Engine interface: numpy feeds in input-spec order, outputs named by output specs.
 
     The module is put in eval mode and moved to `device` (both in place): an oracle with dropout or
@@ -68,11 +68,6 @@ class TorchEngine:
     def close(self) -> None:
         self._module = None
 
-    def __enter__(self) -> TorchEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TorchEngine({self._module_name}, device={self.device})"

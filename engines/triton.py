@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import TensorSpec, empty_outputs, validate_feeds
+from engines.base import ClosingEngine, TensorSpec, empty_outputs, validate_feeds
 from engines.registry import register_engine
 from pipeline.errors import ConfigError, EngineError, FacestreamError
 from pipeline.model_card import load_card, onnx_path
@@ -171,7 +171,7 @@ def parse_config(text: str) -> dict[str, Any]:
 
 
 @register_engine("triton")
-class TritonEngine:
+class TritonEngine(ClosingEngine):
     """A model served by Triton over HTTP; same contract as the local engines (numpy feeds in, dict out)."""
 
     name = "triton"
@@ -224,11 +224,6 @@ class TritonEngine:
             self._client.close()
         self._client = None
 
-    def __enter__(self) -> TritonEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _tritonclient():
