@@ -25,6 +25,7 @@ import engines.ort_gpu  # noqa: F401  (registers the ORT GPU engines until they 
 from engines import TensorSpec, create_engine
 from engines.registry import available_engines
 from engines.torch_cuda_engine import build_module, read_card
+from pipeline.logs import configure_logging
 from pipeline.errors import FacestreamError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", default="", help="comma-separated subset; default: every usable engine")
     parser.add_argument("--no-detector", action="store_true", help="skip the detector nets")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("WARNING")
     batches = sorted({int(b) for b in args.batches.split(",")})
     usable = set(available_engines())
     wanted = [n for n in args.engines.split(",") if n] or list(EMBEDDER_ENGINES)

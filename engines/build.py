@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from engines.base import TensorSpec, is_fixed
+from pipeline.logs import configure_logging
 from pipeline.errors import EngineError, FacestreamError
 
 log = logging.getLogger(__name__)
@@ -388,9 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace-mb", type=int, default=1024)
     parser.add_argument("--device", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("INFO")
     try:
         options = BuildOptions(
             args.precision, args.max_batch, args.opt_batch, args.workspace_mb

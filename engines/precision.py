@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.logs import configure_logging
 from pipeline.errors import ConfigError, EngineError, FacestreamError
 from pipeline.model_card import ModelCard, fingerprint_file, load_card, onnx_path, save_card
 
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging("INFO")
     try:
         card = convert(args.model, args.precision, args.out, args.calibration, args.calibration_size)
     except FacestreamError as exc:

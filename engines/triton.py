@@ -24,6 +24,7 @@ import numpy as np
 
 from engines.base import ClosingEngine, TensorSpec, empty_outputs, validate_feeds
 from engines.registry import register_engine
+from pipeline.logs import configure_logging
 from pipeline.errors import ConfigError, EngineError, FacestreamError
 from pipeline.model_card import load_card, onnx_path
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging("INFO")
     try:
         folder = export_repository(args.model, args.repo, args.plan, args.max_batch, args.name, args.instance_kind)
     except FacestreamError as exc:
