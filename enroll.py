@@ -105,20 +105,21 @@ def plan_add(args: argparse.Namespace) -> dict[str, list[Path]]:
 
 
 def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    """Embed each identity's files and write it at once; a summary at the end."""
     from pipeline.enrollment import EnrollmentReport
 
-    people = plan_add(args)
+    people_files = plan_add(args)
     store = open_store(cfg, args)
     enroller = make_enroller(cfg, args)
     bound = store.fingerprint
     if bound and bound != enroller.embedder.fingerprint:
         raise GalleryError(f"gallery {store.gallery!r} holds templates of model {bound}; {args.model} is model "
                            f"{enroller.embedder.fingerprint} — use that model or another gallery")
-    reports: dict[str, EnrollmentReport] = {}
-    total = sum(len(files) for files in people.values())
+    outcomes, people = [], []
+    total = sum(len(files) for files in people_files.values())
     with tqdm(total=total, unit="file", desc="enrolling", file=sys.stderr, disable=None, leave=False) as bar:
-        for name, files in people.items():
-            report = reports[name] = EnrollmentReport()
+        for name, files in people_files.items():
+            report = EnrollmentReport()
             for path in files:
                 seen = len(report.outcomes)
                 enroller.add_file(path, report)
@@ -127,32 +128,36 @@ def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
                         detail = f" ({outcome.detail})" if outcome.detail else ""
                         out.line(f"rejected  {outcome.where}: {outcome.reason}{detail}")
                 bar.update()
-    return write_add(store, enroller.embedder.fingerprint, reports, out)
+            outcomes.extend(report.outcomes)
+            # Written as soon as its photos are embedded, in one atomic store write: a run that is killed keeps
+            # every identity it finished, and the same command run again skips those (template ids are hashes).
+            if report.template_ids:
+                people.append(write_identity(store, enroller.embedder.fingerprint, name, report, out))
+            elif len(people_files) > 1:
+                out.line(f"skipped   {name}: no input accepted")
+    return summarise_add(store, outcomes, people, out)
 
 
-def write_add(store, fingerprint: str, reports: dict, out: Output) -> int:
-    """One atomic store write per identity with accepted templates; the summary; the exit status."""
-    outcomes = [o for report in reports.values() for o in report.outcomes]
+def write_identity(store, fingerprint: str, name: str, report, out: Output) -> dict:
+    """One identity's accepted templates in one atomic store write; its line of the summary."""
+    result = store.add(name, report.matrix(), report.template_ids, fingerprint)
+    state = "new identity" if result.created else "existing identity"
+    out.line(f"enrolled  {result.identity.name}: {plural(result.added, 'template')} added, "
+             f"{plural(result.duplicates, 'duplicate')}, {result.identity.templates} in all ({state})")
+    return {"name": result.identity.name, "id": result.identity.id, "created": result.created,
+            "accepted": len(report.accepted), "added": result.added, "duplicates": result.duplicates,
+            "templates": result.identity.templates}
+
+
+def summarise_add(store, outcomes: list, people: list[dict], out: Output) -> int:
+    """The totals of an add; the exit status."""
     accepted = sum(o.accepted for o in outcomes)
     by_reason: dict[str, int] = {}
     for o in outcomes:
         if not o.accepted:
             by_reason[o.reason] = by_reason.get(o.reason, 0) + 1
-    people, duplicates, added = [], 0, 0
-    for name, report in reports.items():
-        if not report.template_ids:
-            if len(reports) > 1:
-                out.line(f"skipped   {name}: no input accepted")
-            continue
-        result = store.add(name, report.matrix(), report.template_ids, fingerprint)
-        duplicates += result.duplicates
-        added += result.added
-        people.append({"name": result.identity.name, "id": result.identity.id, "created": result.created,
-                       "accepted": len(report.accepted), "added": result.added,
-                       "duplicates": result.duplicates, "templates": result.identity.templates})
-        state = "new identity" if result.created else "existing identity"
-        out.line(f"enrolled  {result.identity.name}: {plural(result.added, 'template')} added, "
-                 f"{plural(result.duplicates, 'duplicate')}, {result.identity.templates} in all ({state})")
+    added = sum(p["added"] for p in people)
+    duplicates = sum(p["duplicates"] for p in people)
     rejected = len(outcomes) - accepted
     out.line(f"accepted   {accepted}")
     out.line(f"rejected   {rejected}")

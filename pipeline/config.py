@@ -22,7 +22,8 @@ class Section(BaseModel):
 
 class RedisConfig(Section):
     # None: the embedded server kept under `state_dir` (started on first use). Otherwise any
-    # redis:// or rediss:// URL, with user/password if the server wants them; used as is.
+    # redis:// or rediss:// URL, with user/password if the server wants them; used as is. For TLS with a
+    # private CA: rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem
     url: str | None = None
     state_dir: Path = Path("state")
 
@@ -70,6 +71,9 @@ class SourceConfig(Section):
     backoff_initial: float = Field(0.5, gt=0, description="s before the first reconnect")
     backoff_max: float = Field(10.0, gt=0, description="s, cap of the doubling backoff")
     max_reconnects: int | None = Field(None, ge=0, description="consecutive failures; None = forever")
+    # Streams: a server that stops sending (or never answers the open) for this long is reconnected;
+    # FFmpeg's open/read timeout, so a stalled read returns instead of blocking the reader for good.
+    stall_seconds: float = Field(5.0, gt=0, description="s without a frame from a stream")
     realtime: bool = False  # files: deliver at the file's frame rate instead of as fast as consumed
 
 
@@ -144,10 +148,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), model
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"cannot read config file {path}: not a UTF-8 text file") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"malformed YAML in {path}: {exc}") from None
+            raise ConfigError(f"malformed YAML in {path}{_yaml_where(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
@@ -157,6 +163,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), model
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`, line L column C: problem` from PyYAML's multi-line report (the CLIs print errors as one line)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}"
 
 
 def _apply_override(data: dict, item: str) -> None:
@@ -169,7 +183,10 @@ def _apply_override(data: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is malformed YAML{_yaml_where(exc)}") from None
 
 
 def _describe(exc: ValidationError, source: str) -> str:

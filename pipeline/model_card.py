@@ -64,9 +64,19 @@ def load_card(path: str | Path) -> ModelCard:
         card = ModelCard.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise ConfigError(f"cannot read model card {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise ConfigError(f"invalid model card {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid model card {path}: not a JSON text file (not UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid model card {path}: not JSON ({exc})") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid model card {path}: {_one_line(exc)}") from None
     return card
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's multi-line report as one line: the CLIs print errors as one line."""
+    problems = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+    return "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
 
 
 def onnx_path(card: ModelCard, card_path: str | Path) -> Path:

@@ -249,7 +249,7 @@ class Session:
     def _source_gauges(self) -> list[tuple[str, dict, float]]:
         return [(f"source_{field}", {"camera": camera}, float(getattr(stats, field)))
                 for camera, stats in self.group.stats().items()
-                for field in ("frames_read", "frames_dropped", "reconnects", "errors", "fps")]
+                for field in ("frames_read", "frames_dropped", "reconnects", "errors", "read_failures", "fps")]
 
     def _sinks(self) -> list:
         sinks = []
@@ -258,7 +258,11 @@ class Session:
             sinks.append(JsonlSink(path))
         if self.cfg.events.redis_stream:
             url, state = self.opts.redis_url or self.cfg.redis.url, self.cfg.redis.state_dir
-            sinks.append(RedisStreamSink(lambda: connect(url, state), events_key(self.store.gallery),
+            # After a failure the sink reconnects to the server this session uses (a new client like ours).
+            # Not connect(url): while a local URL's server is down that falls back to the embedded server, and
+            # the events would land there. Only the embedded server is looked up again: it may move port.
+            client = (lambda: connect(None, state)) if url is None else self.client
+            sinks.append(RedisStreamSink(client, events_key(self.store.gallery),
                                          maxlen=self.cfg.events.stream_maxlen, buffer_size=self.cfg.events.buffer_size))
         return sinks
 
@@ -285,6 +289,7 @@ class Session:
         frames = sum(tally.frames.values())
         sources = {camera: {"frames_read": s.frames_read, "frames_processed": tally.frames[camera],
                             "frames_dropped": s.frames_dropped, "state": s.state, "errors": s.errors,
+                            "reconnects": s.reconnects, "read_failures": s.read_failures,
                             "max_faces_in_a_frame": tally.max_faces_per_frame[camera],
                             "tracks": tally.tracks[camera]}
                    for camera, s in self.group.stats().items()}

@@ -10,8 +10,9 @@ What happens when the consumer is slower than the source is a named policy (robo
 A live source that fails to open, raises, or stops delivering frames is reopened by its reader thread with
 exponential backoff (`backoff_initial` doubling up to `backoff_max`), so one bad camera never stalls the
 others; `max_reconnects` (consecutive failures without a frame) turns it `failed` instead of retrying forever.
-Streams are opened with FFmpeg open/read timeouts: without them a stalled RTSP server blocks `read()` for good
-and the reconnect logic never runs.
+Streams are opened with FFmpeg open/read timeouts (`stall_seconds`): without them a stalled RTSP server blocks
+`read()` for good and the reconnect logic never runs. A read that returns no frame (a corrupt JPEG in an MJPEG
+stream, a lost packet) is counted in `read_failures` and skipped; only several in a row mean a reconnect.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 SourceKind = Literal["webcam", "file", "stream"]
 Policy = Literal["auto", "drop_oldest", "wait"]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://")
-# FFmpeg's open and read timeouts for streams: how long a dead server can hold the reader before it
-# reconnects (OpenCV's own default waits ~30 s to open and forever to read).
+# FFmpeg's open and read timeouts for streams unless `stall_seconds` says otherwise: how long a dead server can
+# hold the reader before it reconnects (OpenCV's own default waits ~30 s to open and forever to read).
 STREAM_TIMEOUT_MS = 5000
 # A webcam can fail one read transiently (a USB hiccup); this many failures in a row mean it is gone.
 READ_FAILURES_BEFORE_RECONNECT = 3
@@ -65,15 +67,18 @@ def source_kind(spec: str) -> SourceKind:
     return "file"
 
 
-def open_capture(spec: str) -> cv2.VideoCapture:
-    """The default opener: an OpenCV capture for a webcam index, a stream URL or a file path."""
+def open_capture(spec: str, timeout_ms: int = STREAM_TIMEOUT_MS) -> cv2.VideoCapture:
+    """The default opener: an OpenCV capture for a webcam index, a stream URL or a file path.
+
+    `timeout_ms` bounds a stream's open and each of its reads (a stalled server); webcams and files ignore it.
+    """
     kind = source_kind(spec)
     if kind == "webcam":
         capture = cv2.VideoCapture(int(spec) if spec.strip().isdigit() else spec)
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer stale frames in the driver; ignored where unsupported
         return capture
     if kind == "stream":
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
     return cv2.VideoCapture(str(Path(spec).expanduser()))
 
@@ -105,6 +110,7 @@ class SourceStats:
     frames_dropped: int = 0  # discarded by drop_oldest before anyone read them
     reconnects: int = 0  # successful re-opens after a failure
     errors: int = 0  # failed opens and broken reads
+    read_failures: int = 0  # live reads that returned no frame (corrupt or missing), skipped
     last_error: str | None = None
     fps: float = 0.0  # capture rate over the last ~30 frames
     state: str = "idle"  # idle | starting | running | reconnecting | finished | failed | stopped
@@ -117,7 +123,7 @@ class FrameSource:
     def __init__(self, spec: str, camera: str | None = None, *, queue_size: int = 4, policy: Policy = "auto",
                  reconnect: bool | None = None, backoff_initial: float = 0.5, backoff_max: float = 10.0,
                  max_reconnects: int | None = None, opener: Callable[[str], Any] | None = None,
-                 realtime: bool = False):
+                 realtime: bool = False, stall_seconds: float = STREAM_TIMEOUT_MS / 1000):
         self.spec = str(spec)
         self.kind: SourceKind = source_kind(self.spec)
         self.camera = camera or default_camera_name(self.spec, self.kind)
@@ -125,11 +131,12 @@ class FrameSource:
         self.policy = ("drop_oldest" if live else "wait") if policy == "auto" else policy
         self.reconnect = live if reconnect is None else bool(reconnect)
         _check_settings(queue_size=queue_size, policy=policy, backoff_initial=backoff_initial,
-                        backoff_max=backoff_max, max_reconnects=max_reconnects)
+                        backoff_max=backoff_max, max_reconnects=max_reconnects, stall_seconds=stall_seconds)
         self.queue_size = int(queue_size)
         self.backoff_initial, self.backoff_max = float(backoff_initial), float(backoff_max)
         self.max_reconnects = max_reconnects
-        self.opener = opener or open_capture
+        self.stall_seconds = float(stall_seconds)
+        self.opener = opener or partial(open_capture, timeout_ms=max(1, round(self.stall_seconds * 1000)))
         self.realtime = bool(realtime) and not live
         self.shown = redact_spec(self.spec)
         self._cond = threading.Condition()
@@ -299,6 +306,8 @@ class FrameSource:
             if self.kind == "file":
                 return delivered, None  # end of file
             misses += 1
+            with self._cond:
+                self._stats.read_failures += 1
             if misses >= READ_FAILURES_BEFORE_RECONNECT:
                 return delivered, self._note_error(f"{self.kind} {self.shown} stopped delivering frames")
         return delivered, None
