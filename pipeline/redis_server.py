@@ -191,6 +191,14 @@ class EmbeddedRedis:
         os.replace(tmp, path)
         return path
 
+    def _previous_port(self) -> int | None:
+        try:
+            lines = (self.data_dir / "redis.conf").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        ports = [int(line.split()[1]) for line in lines if line.startswith("port ") and line.split()[1].isdigit()]
+        return ports[0] if ports and _port_is_free(ports[0]) else None
+
     def _record(self) -> dict | None:
         try:
             return json.loads((self.data_dir / "server.json").read_text(encoding="utf-8"))
@@ -256,7 +264,9 @@ class EmbeddedRedis:
             raise GalleryError(f"redis-server binary {binary} is missing or not executable; {INSTALL_HINT}")
         # A free port can be taken between our probe and the server's bind: try a few.
         for attempt in range(3):
-            port = _free_port()
+            # The port it had before, while free: clients that outlive a server restart (a run's mirror and
+            # event sink) then reconnect to it unchanged.
+            port = (attempt == 0 and self._previous_port()) or _free_port()
             proc = self._spawn(binary, self._write_config(port))
             started = time.monotonic()
             if self._wait_ready(proc, port, timeout):
@@ -440,6 +450,16 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server binds: TIME_WAIT is no obstacle
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:

@@ -1,5 +1,6 @@
 """The in-memory gallery mirror against a real redis-server: following changes, gaps, outages."""
 
+import socket
 import time
 
 import numpy as np
@@ -132,7 +133,11 @@ def test_mirror_keeps_serving_while_redis_is_down_and_catches_up(tmp_path):
         time.sleep(0.3)
         assert mirror.lag_s > 0.2
 
-        server.start()  # same data folder (AOF), another port: only a new client reaches it
+        with socket.socket() as squatter:  # its old port taken: it comes back on another, only a new client reaches it
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the mirror's TIME_WAIT
+            squatter.bind(("127.0.0.1", old_port))
+            squatter.listen()
+            server.start()  # same data folder (AOF)
         assert server.port != old_port
         writer = GalleryStore(server.client(), "outage")
         assert writer.get("Ada").templates == 1

@@ -80,6 +80,13 @@ def test_data_survives_stop_and_restart(tmp_path):
     assert any((tmp_path / "appendonlydir").iterdir())
 
 
+def test_restart_comes_back_on_the_same_port_while_it_is_free(tmp_path):
+    with EmbeddedRedis(tmp_path) as server:
+        port = server.port
+    with EmbeddedRedis(tmp_path) as server:
+        assert server.port == port  # clients that outlived the restart reach it unchanged
+
+
 def test_secrets_are_private_and_required(redis_server):
     data_dir = redis_server.data_dir
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
