@@ -43,11 +43,12 @@ PEER_SCRIPT = r"""
 import json, sys, time
 import cv2, face_recognition
 clip, names, photos = sys.argv[1], sys.argv[2].split("|"), sys.argv[3].split("|")
+limit = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # 0: the whole clip
 known = [face_recognition.face_encodings(face_recognition.load_image_file(p))[0] for p in photos]
 capture = cv2.VideoCapture(clip)
 frames, hits, started = 0, {}, time.perf_counter()
 cpu = time.process_time()
-while True:
+while not limit or frames < limit:
     ok, frame = capture.read()
     if not ok:
         break
@@ -79,10 +80,11 @@ def ensure_peer_venv() -> Path:
     return python
 
 
-def run_peer(clip: Path) -> dict:
+def run_peer(clip: Path, max_frames: int | None = None) -> dict:
     python = ensure_peer_venv()
     result = subprocess.run([str(python), "-c", PEER_SCRIPT, str(clip), "|".join(PEOPLE),
-                             "|".join(str(p) for p in PEOPLE.values())], capture_output=True, text=True)
+                             "|".join(str(p) for p in PEOPLE.values()), str(max_frames or 0)],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"face_recognition run failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -105,13 +107,14 @@ def enrol(cfg, redis_url: str | None, model: Path) -> None:
         store.add(name, embedder.embed(embedder.crops(image, largest)), [photo.name], embedder.fingerprint)
 
 
-def run_facestream(cfg, redis_url: str | None, model: Path, clip: Path, video: bool) -> dict:
+def run_facestream(cfg, redis_url: str | None, model: Path, clip: Path, video: bool,
+                   max_frames: int | None = None) -> dict:
     from pipeline.runner import RunOptions, Session
 
     with tempfile.TemporaryDirectory() as tmp:
         opts = RunOptions(sources=[("hamilton", str(clip))], gallery=GALLERY, redis_url=redis_url, model=model,
                           events=Path(tmp) / "events.jsonl",
-                          output_video=Path(tmp) / "annotated.mp4" if video else None)
+                          output_video=Path(tmp) / "annotated.mp4" if video else None, max_frames=max_frames)
         session = Session(cfg, opts)
         cpu = time.process_time()
         try:
