@@ -24,6 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
+from pipeline.allocator import limit_malloc_arenas
 from pipeline.errors import ConfigError, FacestreamError, SourceError
 from pipeline.logs import configure_logging
 
@@ -246,6 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    limit_malloc_arenas()  # before any reader or engine thread exists
     try:
         from pipeline.config import AppConfig, load_config
         from pipeline.runner import set_threads

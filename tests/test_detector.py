@@ -179,3 +179,19 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(nets_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(EngineError, match=re.escape("pip install --no-deps facenet-pytorch==2.6.0")):
         nets_module.load_net("pnet")
+
+
+def test_big_batches_run_in_chunks_with_the_same_outputs(onnx_dir):
+    # A crowded frame's thousands of R-Net proposals go through in bounded chunks: same numbers, same order.
+    from pipeline.detector.runner import MAX_BATCH, OnnxNet, in_chunks
+
+    net = OnnxNet("rnet", onnx_dir / "rnet.onnx", threads=1)
+    crops = np.random.default_rng(0).uniform(-1, 1, (2 * MAX_BATCH + 17, 3, 24, 24)).astype(np.float32)
+    whole = net._run(crops)
+    chunked = net(crops)
+    assert [a.shape for a in chunked] == [a.shape for a in whole] == [(len(crops), 4), (len(crops), 2)]
+    for a, b in zip(chunked, whole):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    calls = []
+    in_chunks(lambda x: (calls.append(len(x)) or x,), crops, 100)
+    assert calls == [100, 100, 73]

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="streaming time (model loading excluded)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of RSS over time")
-    parser.add_argument("--warmup-min", type=float, default=1.0, help="excluded from the RSS trend (≤ 1/3 run)")
+    parser.add_argument("--warmup-min", type=float, default=3.0, help="excluded from the RSS trend (≤ 1/3 run)")
     parser.add_argument("--sample-s", type=float, default=None, help="RSS sampling period (default: ≤ 5 s)")
     parser.add_argument("--churn-every", type=float, default=3.0, help="seconds between two enrolments")
     parser.add_argument("--keep", type=int, default=4, help="LFW people enrolled at once before removals")

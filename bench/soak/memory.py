@@ -76,11 +76,23 @@ def trend(samples: list[dict], key: str, warmup_s: float) -> dict | None:
     t, mb = np.array(points).T
     tenth = max(1, len(mb) // 10)
     start, end = float(np.median(mb[:tenth])), float(np.median(mb[-tenth:]))
-    slope = float(np.polyfit(t / 3600.0, mb, 1)[0]) if np.ptp(t) > 0 else 0.0
+    slope, slope_se = _slope(t / 3600.0, mb)
     first = next((s[key] for s in samples if s[key] is not None), None)
     return {"at_streaming_start_mb": round(first, 1), "start_mb": round(start, 1), "end_mb": round(end, 1),
             "growth_mb": round(end - start, 1), "max_mb": round(float(mb.max()), 1),
-            "min_mb": round(float(mb.min()), 1), "slope_mb_per_h": round(slope, 2), "samples": len(points)}
+            "min_mb": round(float(mb.min()), 1), "slope_mb_per_h": round(slope, 2),
+            # What the run can resolve: frames in flight move RSS by several MB from sample to sample.
+            "slope_ci95_mb_per_h": ([round(slope - 1.96 * slope_se, 1), round(slope + 1.96 * slope_se, 1)]
+                                    if np.isfinite(slope_se) else None),
+            "samples": len(points)}
+
+
+def _slope(hours: np.ndarray, mb: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope (MB/h) and its standard error."""
+    if len(mb) < 4 or np.ptp(hours) == 0:
+        return 0.0, float("inf")
+    coefficients, covariance = np.polyfit(hours, mb, 1, cov=True)
+    return float(coefficients[0]), float(np.sqrt(covariance[0, 0]))
 
 
 def is_flat(run_py: dict | None) -> bool:

@@ -17,9 +17,22 @@ from pipeline.detector.export import INPUT_NAME, OUTPUT_NAMES
 from pipeline.detector.nets import load_net
 from pipeline.errors import EngineError
 
+# The most crops (or frames) one net call takes. A crowded frame can give R-Net thousands of proposals; one
+# batch of them would set a new high-water mark of working memory that the allocator keeps for good, so the
+# process would grow with the most crowded frame ever seen. Chunks bound it; 128 keeps the calls efficient.
+MAX_BATCH = 128
+
 
 class NetRunner(Protocol):
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]: ...
+
+
+def in_chunks(net, x: np.ndarray, max_batch: int = MAX_BATCH) -> tuple[np.ndarray, ...]:
+    """`net(x)` computed `max_batch` items at a time, outputs concatenated in order."""
+    if len(x) <= max_batch:
+        return net(x)
+    parts = [net(x[start:start + max_batch]) for start in range(0, len(x), max_batch)]
+    return tuple(np.concatenate(outputs) for outputs in zip(*parts, strict=True))
 
 
 class TorchNet:
@@ -31,6 +44,9 @@ class TorchNet:
         self.module = load_net(name, self.device)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return in_chunks(self._run, x)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         with torch.inference_mode():
             outputs = self.module(torch.from_numpy(x).to(self.device))
         return tuple(out.cpu().numpy() for out in outputs)
@@ -51,5 +67,8 @@ class OnnxNet:
         self.output_names = OUTPUT_NAMES[name]
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return in_chunks(self._run, x)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         outputs = self.engine.run({INPUT_NAME: x})
         return tuple(outputs[name] for name in self.output_names)
