@@ -335,11 +335,16 @@ MODEL_CASES = ["onnx-is-text", "onnx-is-jpeg", "onnx-is-empty", "onnx-missing", 
 def test_a_model_that_is_not_onnx_is_one_clear_error(case, tmp_path, shared_data, redis_server, redis_client,
                                                      capsys, keep_sigint):
     model, message = garbage_models(tmp_path)[case]
+    assert_both_clis_refuse(["--model", str(model)], message, tmp_path, shared_data, redis_server, redis_client,
+                            capsys)
+
+
+def assert_both_clis_refuse(options, message, tmp_path, shared_data, redis_server, redis_client, capsys):
+    """enroll.py add and run.py given `options` each fail with one line holding `message`, writing nothing."""
     before = dump(redis_client)
-    code = enroll.main(["--redis-url", redis_server.url, "--model", str(model), "add", "--name", "Lin",
-                        str(shared_data / LIN)])
+    code = enroll.main(["--redis-url", redis_server.url, *options, "add", "--name", "Lin", str(shared_data / LIN)])
     assert code == enroll.EXIT_ERROR and message in one_error_line(capsys.readouterr().err)
-    code = run.main(["--redis-url", redis_server.url, "--model", str(model), "--source", str(shared_data / LIN),
+    code = run.main(["--redis-url", redis_server.url, *options, "--source", str(shared_data / LIN),
                      "--output", str(tmp_path / "out")])
     assert code == run.EXIT_ERROR and message in one_error_line(capsys.readouterr().err)
     assert dump(redis_client) == before and not (tmp_path / "out").exists()
@@ -370,15 +375,8 @@ def test_bad_config_files_are_one_clear_error_in_every_cli(case, tmp_path, share
     text, message = BAD_CONFIGS[case]
     config = tmp_path / "bad.yaml"
     config.write_bytes(text if isinstance(text, bytes) else text.encode())
-    message = message.format(file=config)
-    before = dump(redis_client)
-    code = enroll.main(["--redis-url", redis_server.url, "--config", str(config), "add", "--name", "Lin",
-                        str(shared_data / LIN)])
-    assert code == enroll.EXIT_ERROR and message in one_error_line(capsys.readouterr().err)
-    code = run.main(["--redis-url", redis_server.url, "--config", str(config), "--source", str(shared_data / LIN),
-                     "--output", str(tmp_path / "out")])
-    assert code == run.EXIT_ERROR and message in one_error_line(capsys.readouterr().err)
-    assert dump(redis_client) == before and not (tmp_path / "out").exists()
+    assert_both_clis_refuse(["--config", str(config)], message.format(file=config), tmp_path, shared_data,
+                            redis_server, redis_client, capsys)
 
 
 @pytest.mark.parametrize("case", ["yaml-syntax", "unknown-key", "binary"])
