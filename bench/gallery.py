@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench.machine import describe_machine
 from pipeline.errors import FacestreamError
 from pipeline.gallery import GalleryStore, Snapshot
 from pipeline.gallery.search import ApproximateSearch, ExactSearch
@@ -82,12 +82,9 @@ def quantize(templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def machine_info() -> dict:
     import faiss
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
+    return {**describe_machine(), "load_average": list(os.getloadavg()),
             "blas_threads_env": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
-            "python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
-            "platform": platform.platform()}
+            "numpy": np.__version__, "faiss": faiss.__version__}
 
 
 def timed(search, queries: np.ndarray, batch: int, label: str) -> tuple[dict, np.ndarray]:

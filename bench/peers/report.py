@@ -7,9 +7,9 @@ higher is better (accuracy, recall, throughput), peer / facestream (a speedup) f
 from __future__ import annotations
 
 import os
-import platform
 from datetime import datetime, timezone
-from pathlib import Path
+
+from bench.machine import describe_machine
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -84,12 +84,7 @@ def ratios(rows: list[dict]) -> dict[str, float | None]:
 
 def machine_info(start: dict | None = None) -> dict:
     """CPU, cores, Python, date; call once before (start) and once after to record the load on both ends."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor() or platform.machine())
-    now = {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-           "platform": platform.platform(), "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    now = {**describe_machine(), "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
            "load_average_1m": round(os.getloadavg()[0], 2)}
     if start is None:
         return now

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 from collections import Counter
 from pathlib import Path
 
+from bench.machine import describe_machine
 from bench.soak.inputs import GALLERY, REPO, VIDEOS
 from bench.soak.memory import FLAT_CRITERION, is_flat, trend, warmup
 
@@ -42,10 +42,7 @@ def frames_per_loop() -> dict[str, int]:
 
 
 def machine_info() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "platform": platform.platform(),
+    return {**describe_machine(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "malloc_env": {v: os.environ[v] for v in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_") if v in os.environ}}
 
 
