@@ -31,9 +31,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import AppConfig, load_config
-from pipeline.errors import ConfigError, FacestreamError, GalleryError
-from pipeline.logs import configure_logging
+from pipeline.app.config import AppConfig, load_app_config
+from pipeline.core.errors import ConfigError, FacestreamError, GalleryError
+from pipeline.core.logs import configure_logging
 
 log = logging.getLogger("enroll")
 
@@ -69,7 +69,7 @@ def plural(count: int, noun: str) -> str:
 # -- set-up -------------------------------------------------------------------------------------------
 def open_store(cfg: AppConfig, args: argparse.Namespace):
     from pipeline.gallery import GalleryStore
-    from pipeline.redis_server import connect
+    from pipeline.redis.connect import connect
 
     client = connect(args.redis_url or cfg.redis.url, cfg.redis.state_dir)
     probe = GalleryStore(client, args.gallery)
@@ -78,10 +78,10 @@ def open_store(cfg: AppConfig, args: argparse.Namespace):
 
 
 def make_enroller(cfg: AppConfig, args: argparse.Namespace):
-    from pipeline.detector import detector_from_config
-    from pipeline.embedder import Embedder
-    from pipeline.enrollment import Enroller
-    from pipeline.quality import QualityGates
+    from pipeline.detect import detector_from_config
+    from pipeline.recognise.embedder import Embedder
+    from pipeline.recognise.enrollment import Enroller
+    from pipeline.recognise.quality import QualityGates
 
     detector = detector_from_config(cfg.detector)
     embedder = Embedder.from_config(args.model, cfg.engine)
@@ -92,8 +92,8 @@ def make_enroller(cfg: AppConfig, args: argparse.Namespace):
 # -- add ----------------------------------------------------------------------------------------------
 def plan_add(args: argparse.Namespace) -> dict[str, list[Path]]:
     """{identity name: its input files}, every name validated before any image is read."""
-    from pipeline.enrollment import expand_inputs, tree_identities
     from pipeline.gallery import validate_name
+    from pipeline.recognise.enrollment import expand_inputs, tree_identities
 
     if args.tree is not None:
         if args.name or args.inputs:
@@ -106,7 +106,7 @@ def plan_add(args: argparse.Namespace) -> dict[str, list[Path]]:
 
 def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     """Embed each identity's files and write it at once; a summary at the end."""
-    from pipeline.enrollment import EnrollmentReport
+    from pipeline.recognise.enrollment import EnrollmentReport
 
     people_files = plan_add(args)
     store = open_store(cfg, args)
@@ -261,8 +261,8 @@ COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_re
 
 # -- command line -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.embedder import DEFAULT_MODEL
-    from pipeline.enrollment import VIDEO_EVERY, VIDEO_MAX_FRAMES
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+    from pipeline.recognise.enrollment import VIDEO_EVERY, VIDEO_MAX_FRAMES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gallery", default="default", help="gallery name (default: default)")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        cfg = load_config(args.config, args.set, model=AppConfig)
+        cfg = load_app_config(args.config, args.set)
         return COMMANDS[args.command](cfg, args, Output(args.json))
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,9 +24,9 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.allocator import limit_malloc_arenas
-from pipeline.errors import ConfigError, FacestreamError, SourceError
-from pipeline.logs import configure_logging
+from pipeline.app.allocator import limit_malloc_arenas
+from pipeline.core.errors import ConfigError, FacestreamError, SourceError
+from pipeline.core.logs import configure_logging
 
 log = logging.getLogger("run")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".tif", ".tiff"}
@@ -50,7 +50,7 @@ def is_image_source(spec: str) -> bool:
 
 def camera_names(specs: list[str]) -> list[tuple[str, str]]:
     """(camera, spec) with unique camera names: a repeated default name gets -2, -3, ..."""
-    from pipeline.sources import default_camera_name, source_kind
+    from pipeline.video.sources import default_camera_name, source_kind
 
     named, seen = [], {}
     for text in specs:
@@ -81,14 +81,15 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
     """Annotated copies of photos (names of recognised people, else the detector score) + detections.json."""
     import time
 
-    from pipeline.config import save_resolved
+    from pipeline.app.services import make_detector, make_embedder, open_gallery
+    from pipeline.core.images import read_image
+    from pipeline.core.settings import save_resolved
     from pipeline.gallery import GalleryMirror
-    from pipeline.gallery.matcher import Matcher, threshold_from_card
-    from pipeline.images import read_image
-    from pipeline.quality import QualityGates
-    from pipeline.redis_url import connect
-    from pipeline.runner import choose_far, make_detector, make_embedder, open_gallery
-    from pipeline.stages import recognise_still
+    from pipeline.gallery.matcher import Matcher
+    from pipeline.gallery.threshold import choose_far, threshold_from_card
+    from pipeline.recognise.photos import recognise_still
+    from pipeline.recognise.quality import QualityGates
+    from pipeline.redis.connect import connect
 
     output = args.output or cfg.demo.output_dir
     files = image_files(sources)
@@ -125,7 +126,7 @@ def annotate_photo(path: Path, image, output: Path, found) -> dict:
     """Write the annotated copy of one photo; its detections.json record."""
     import cv2
 
-    from pipeline.video_output import BoxLabel, draw_labels
+    from pipeline.video.output import BoxLabel, draw_labels
 
     faces, matches, _ = found
     names = [m.identity if m is not None else None for m in matches]
@@ -161,8 +162,8 @@ class Interrupt:
 
 
 def stream(cfg, args, sources: list[str]) -> dict:
-    from pipeline.config import save_resolved
-    from pipeline.runner import RunOptions, Session
+    from pipeline.app.session import RunOptions, Session
+    from pipeline.core.settings import save_resolved
 
     interrupt = Interrupt()
     opts = RunOptions(sources=camera_names(sources), gallery=args.gallery, redis_url=args.redis_url,
@@ -222,7 +223,7 @@ def print_summary(s: dict) -> None:
 
 # -- command line ------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.embedder import DEFAULT_MODEL
+    from pipeline.recognise.embedder import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append", default=[], metavar="SPEC",
@@ -249,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     limit_malloc_arenas()  # before any reader or engine thread exists
     try:
-        from pipeline.config import AppConfig, load_config
-        from pipeline.runner import set_threads
+        from pipeline.app.config import load_app_config
+        from pipeline.app.services import set_threads
 
-        cfg = load_config(args.config, args.set, model=AppConfig)
+        cfg = load_app_config(args.config, args.set)
         set_threads()
         sources = args.source or [str(p) for p in cfg.demo.inputs]
         if not sources:

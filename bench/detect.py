@@ -26,10 +26,10 @@ import torch
 from tqdm import tqdm
 
 from bench.detection_metrics import MatchCounts, match, read_imglab
-from pipeline.detector import MTCNN
-from pipeline.detector.export import DEFAULT_MODEL_DIR
-from pipeline.errors import FacestreamError, SourceError
-from pipeline.images import read_image
+from pipeline.core.errors import FacestreamError, SourceError
+from pipeline.core.images import read_image
+from pipeline.detect import MTCNN
+from pipeline.detect.export import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

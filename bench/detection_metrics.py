@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import SourceError
+from pipeline.core.errors import SourceError
 
 
 @dataclass(frozen=True)

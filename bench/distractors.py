@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.embedder import DEFAULT_MODEL, Embedder
-from pipeline.errors import FacestreamError, GalleryError
+from pipeline.core.errors import FacestreamError, GalleryError
+from pipeline.recognise.embedder import DEFAULT_MODEL, Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "state" / "crops" / "lfw150"
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         from pipeline.gallery import GalleryStore
-        from pipeline.redis_url import connect
+        from pipeline.redis.connect import connect
         from trainer.crops import CropCache
 
         store = GalleryStore(connect(args.redis_url, args.state_dir), args.gallery)

@@ -25,8 +25,8 @@ import engines.ort_gpu  # noqa: F401  (registers the ORT GPU engines until they 
 from engines import TensorSpec, create_engine
 from engines.registry import available_engines
 from engines.torch_cuda_engine import build_module, read_card
-from pipeline.logs import configure_logging
-from pipeline.errors import FacestreamError
+from pipeline.core.errors import FacestreamError
+from pipeline.core.logs import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "models" / "facestream-default.json"
@@ -54,9 +54,9 @@ def real_crops(n: int) -> tuple[np.ndarray, str]:
 
 
 def _align_lfw(n: int) -> np.ndarray:
-    from pipeline.detector import MTCNN
-    from pipeline.embedder import Embedder
-    from pipeline.images import read_image
+    from pipeline.core.images import read_image
+    from pipeline.detect import MTCNN
+    from pipeline.recognise.embedder import Embedder
 
     detector, embedder = MTCNN(), Embedder(CARD)
     out = []
@@ -130,7 +130,7 @@ def bench_embedder(names: list[str], batches: list[int], min_seconds: float, thr
 
 
 def bench_detector(names: list[str], batches: list[int], min_seconds: float, threads: int) -> dict:
-    from pipeline.detector.export import DEFAULT_MODEL_DIR, cached_onnx
+    from pipeline.detect.export import DEFAULT_MODEL_DIR, cached_onnx
 
     paths = cached_onnx(REPO / DEFAULT_MODEL_DIR)
     rng = np.random.default_rng(0)

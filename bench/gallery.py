@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.machine import describe_machine
-from pipeline.errors import FacestreamError
+from pipeline.core.errors import FacestreamError
 from pipeline.gallery import GalleryStore, Snapshot
 from pipeline.gallery.search import ApproximateSearch, ExactSearch
 
@@ -186,7 +186,8 @@ def enrol_figures(gallery: SyntheticGallery, args, client) -> dict:
 
 def redis_client(args, workdir: Path):
     """The client for `--redis-url`, or a private embedded server in `workdir` (and its stop callback)."""
-    from pipeline.redis_server import EmbeddedRedis, connect
+    from pipeline.redis.connect import connect
+    from pipeline.redis.server import EmbeddedRedis
 
     if args.redis_url:
         return connect(args.redis_url, workdir), lambda: None

@@ -92,10 +92,10 @@ def run_peer(clip: Path, max_frames: int | None = None) -> dict:
 
 def enrol(cfg, redis_url: str | None, model: Path) -> None:
     """The two reference photos into a fresh scratch gallery (largest face of each photo)."""
+    from pipeline.app.services import make_detector, make_embedder
+    from pipeline.core.images import read_image
     from pipeline.gallery import GalleryStore
-    from pipeline.images import read_image
-    from pipeline.redis_url import connect
-    from pipeline.runner import make_detector, make_embedder
+    from pipeline.redis.connect import connect
 
     detector, embedder = make_detector(cfg), make_embedder(cfg, model)
     store = GalleryStore(connect(redis_url or cfg.redis.url, cfg.redis.state_dir), GALLERY)
@@ -109,7 +109,7 @@ def enrol(cfg, redis_url: str | None, model: Path) -> None:
 
 def run_facestream(cfg, redis_url: str | None, model: Path, clip: Path, video: bool,
                    max_frames: int | None = None) -> dict:
-    from pipeline.runner import RunOptions, Session
+    from pipeline.app.session import RunOptions, Session
 
     with tempfile.TemporaryDirectory() as tmp:
         opts = RunOptions(sources=[("hamilton", str(clip))], gallery=GALLERY, redis_url=redis_url, model=model,
@@ -159,16 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="facestream runs; the best fps is reported")
     args = parser.parse_args(argv)
 
-    from pipeline.config import AppConfig, load_config
-    from pipeline.errors import FacestreamError
-    from pipeline.logs import configure_logging
-    from pipeline.runner import set_threads
+    from pipeline.app.config import load_app_config
+    from pipeline.app.services import set_threads
+    from pipeline.core.errors import FacestreamError
+    from pipeline.core.logs import configure_logging
 
     configure_logging("WARNING")
     try:
         if not CLIP.is_file():
             raise FacestreamError(f"benchmark clip not found: {CLIP} (../shared/data sits beside the checkout)")
-        cfg = load_config(args.config, args.set, model=AppConfig)
+        cfg = load_app_config(args.config, args.set)
         set_threads()
         enrol(cfg, args.redis_url, args.model)
         runs = [run_facestream(cfg, args.redis_url, args.model, CLIP, not args.no_video) for _ in range(args.repeat)]

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 Dim = int | None | str  # an int is fixed; None or a symbolic name (e.g. "batch") is dynamic
 

@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 
 from engines.base import TensorSpec, is_fixed
-from pipeline.logs import configure_logging
-from pipeline.errors import EngineError, FacestreamError
+from pipeline.core.errors import EngineError, FacestreamError
+from pipeline.core.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 
 def import_pycuda():

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

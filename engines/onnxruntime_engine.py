@@ -16,7 +16,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, Invalid
 
 from engines.base import ClosingEngine, TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
 from engines.registry import register_engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from engines.onnxruntime_engine import CPU, CUDA, OnnxRuntimeEngine
 from engines.registry import register_engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 TENSORRT = "TensorrtExecutionProvider"
 DEFAULT_TRT_CACHE = Path("state/trt_cache")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.logs import configure_logging
-from pipeline.errors import ConfigError, EngineError, FacestreamError
-from pipeline.model_card import ModelCard, fingerprint_file, load_card, onnx_path, save_card
+from pipeline.core.errors import ConfigError, EngineError, FacestreamError
+from pipeline.core.logs import configure_logging
+from pipeline.core.model_card import ModelCard, fingerprint_file, load_card, onnx_path, save_card
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ CALIBRATION_SEED = 0
 
 
 def normalise(crops_rgb: np.ndarray, card: ModelCard) -> np.ndarray:
-    """(N, h, w, 3) uint8 RGB crops -> (N, 3, h, w) float32, exactly as `pipeline.embedder.Embedder` feeds them."""
+    """(N, h, w, 3) uint8 RGB crops -> (N, 3, h, w) float32, exactly as `pipeline.recognise.embedder.Embedder` feeds them."""
     mean = np.asarray(card.mean, np.float32)
     std = np.asarray(card.std, np.float32)
     return np.ascontiguousarray(((crops_rgb.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))

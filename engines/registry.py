@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from engines.base import Engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

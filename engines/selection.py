@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from engines.registry import available_engines, engine_class
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

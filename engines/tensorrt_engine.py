@@ -29,7 +29,7 @@ from engines.cuda_buffers import (
     run_in,
 )
 from engines.registry import register_engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

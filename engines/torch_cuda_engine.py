@@ -32,7 +32,7 @@ from engines.base import (
     validate_feeds,
 )
 from engines.registry import register_engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

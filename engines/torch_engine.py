@@ -7,7 +7,8 @@ import torch
 
 from engines.base import ClosingEngine, TensorSpec, empty_outputs, require_dynamic_batch, validate_feeds
 from engines.registry import register_engine
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
+
 
 @register_engine("torch")
 class TorchEngine(ClosingEngine):

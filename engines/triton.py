@@ -24,9 +24,9 @@ import numpy as np
 
 from engines.base import ClosingEngine, TensorSpec, empty_outputs, validate_feeds
 from engines.registry import register_engine
-from pipeline.logs import configure_logging
-from pipeline.errors import ConfigError, EngineError, FacestreamError
-from pipeline.model_card import load_card, onnx_path
+from pipeline.core.errors import ConfigError, EngineError, FacestreamError
+from pipeline.core.logs import configure_logging
+from pipeline.core.model_card import load_card, onnx_path
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.errors import EngineError
-from pipeline.faces import Faces
+from pipeline.core.errors import EngineError
+from pipeline.core.faces import Faces
 
 BOX_COLOUR = (0, 200, 0)  # BGR
 # One colour per landmark (eyes blue, nose green, mouth red) so a swapped order is visible at a glance.

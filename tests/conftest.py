@@ -19,7 +19,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """One embedded Redis server (real `redis-server`, AOF on) for the whole test session."""
-    from pipeline.redis_server import EmbeddedRedis
+    from pipeline.redis.server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server

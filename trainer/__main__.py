@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import load_config
-from pipeline.errors import FacestreamError
-from pipeline.logs import configure_logging
+from pipeline.core.errors import FacestreamError
+from pipeline.core.logs import configure_logging
+from pipeline.core.settings import load_config
 
 log = logging.getLogger("trainer")
 
@@ -38,7 +38,7 @@ def _train(args) -> dict:
 
 
 def _eval(args) -> dict:
-    from pipeline.embedder import Embedder
+    from pipeline.recognise.embedder import Embedder
     from trainer.evaluate import evaluate
     from trainer.pairs import parse_folds
     from trainer.plots import plot_evaluation
@@ -60,7 +60,7 @@ def _eval(args) -> dict:
 
 def _record_in_card(embedder, args, result: dict) -> None:
     """Store the open-set thresholds and headline metrics of this evaluation in the model card."""
-    from pipeline.model_card import save_card
+    from pipeline.core.model_card import save_card
 
     keys = ("accuracy", "accuracy_std", "val_at_far", "far", "auc", "eer", "threshold", "pairs", "images",
             "no_detection", "pair_folds")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     if getattr(args, "model", None) is None and args.command == "eval":
-        from pipeline.embedder import DEFAULT_MODEL
+        from pipeline.recognise.embedder import DEFAULT_MODEL
 
         args.model = DEFAULT_MODEL
     try:

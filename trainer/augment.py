@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from pipeline.errors import ConfigError, FacestreamError
+from pipeline.core.errors import ConfigError, FacestreamError
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as OpenCV's RGB2GRAY
 

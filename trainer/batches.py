@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from trainer.augment import Augment, AugmentConfig
 from trainer.config import TrainConfig
 from trainer.crops import CropCache

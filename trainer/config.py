@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.config import Section
+from pipeline.core.settings import Section
 
 
 class DataConfig(Section):

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.errors import ConfigError, FacestreamError
+from pipeline.core.errors import ConfigError, FacestreamError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from trainer.losses import TripletLoss
 from trainer.miners import MINERS, MiningStats, create_miner
 

@@ -16,10 +16,17 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.errors import EngineError
-from pipeline.images import read_image
-from trainer.metrics import (NAMED_FARS, far_key, far_resolution, make_folds, roc_curve, threshold_at_far,
-                             verification_report)
+from pipeline.core.errors import EngineError
+from pipeline.core.images import read_image
+from trainer.metrics import (
+    NAMED_FARS,
+    far_key,
+    far_resolution,
+    make_folds,
+    roc_curve,
+    threshold_at_far,
+    verification_report,
+)
 from trainer.pairs import Pair, fold_count, read_pairs
 from trainer.prepare import Detector, FaceCropper
 
@@ -47,7 +54,7 @@ def evaluate(pairs_file: str | Path, images_dir: str | Path, embed_fn: EmbedFn, 
     started = time.perf_counter()
     pairs = read_pairs(pairs_file, images_dir, folds)
     if detector is None:
-        from pipeline.detector import MTCNN
+        from pipeline.detect import MTCNN
 
         detector = MTCNN()
     cropper = FaceCropper(detector, size, template, fallback="centre", fallback_fraction=fallback_fraction)

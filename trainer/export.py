@@ -14,10 +14,10 @@ import torch
 from engines import create_engine
 from engines.base import TensorSpec
 from engines.onnx_export import export_onnx
-from pipeline.align import default_template
-from pipeline.config import load_config
-from pipeline.errors import EngineError
-from pipeline.model_card import ModelCard, fingerprint_file, save_card
+from pipeline.core.align import default_template
+from pipeline.core.errors import EngineError
+from pipeline.core.model_card import ModelCard, fingerprint_file, save_card
+from pipeline.core.settings import load_config
 from trainer.config import TrainConfig
 from trainer.crops import CropCache
 from trainer.models import create_model, model_preprocess

@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 DistillationMode = Literal["centred_cosine", "relational"]
 

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from pipeline.errors import SourceError
+from pipeline.core.errors import SourceError
 
 log = logging.getLogger(__name__)
 

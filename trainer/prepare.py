@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError, EngineError, SourceError
-from pipeline.faces import Faces
+from pipeline.core.errors import ConfigError, EngineError, SourceError
+from pipeline.core.faces import Faces
 from trainer.crops import CropCache, CropWriter, cache_fingerprint
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class FaceCropper:
                  fallback: str = "centre", fallback_fraction: float = 1.0):
         if fallback not in FALLBACKS:
             raise ConfigError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-        from pipeline.align import align, default_template
+        from pipeline.core.align import align, default_template
 
         self._align = align
         self.detector = detector
@@ -189,7 +189,7 @@ def prepare(root: str | Path, out: str | Path, size: tuple[int, int] = (160, 160
     root, out = Path(root), Path(out)
     tree = scan_tree(root)
     if detector is None:
-        from pipeline.detector import MTCNN
+        from pipeline.detect import MTCNN
 
         detector = MTCNN(min_face_size=min_face_size, thresholds=thresholds, scale_factor=scale_factor, engine=engine)
     cropper = FaceCropper(detector, size, template, fallback, fallback_fraction)
@@ -217,7 +217,7 @@ def prepare(root: str | Path, out: str | Path, size: tuple[int, int] = (160, 160
 
 def _crop_batch(root: Path, batch: list[str], cropper: FaceCropper, writer: CropWriter) -> None:
     """Read a batch of images, crop the readable ones together, and add every outcome in source order."""
-    from pipeline.images import read_image
+    from pipeline.core.images import read_image
 
     images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}

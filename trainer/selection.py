@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from trainer.config import DataConfig
 from trainer.crops import CropCache
 from trainer.pairs import read_pairs

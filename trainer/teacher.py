@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

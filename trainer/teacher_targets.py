@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from trainer.config import TrainConfig
 from trainer.crops import CropCache
 from trainer.models import create_model, model_preprocess

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.config import save_resolved
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import save_resolved
 from trainer.batches import BatchLoader
 from trainer.config import TrainConfig
 from trainer.crops import CropCache

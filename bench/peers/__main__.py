@@ -78,15 +78,15 @@ def detection_section(sizes: Sizes, threads: int) -> dict:
 def pipeline_section(sizes: Sizes) -> dict:
     """bench.pipeline's facestream run (as shipped, detect_every=3; and detecting every frame) and its peer."""
     from bench.pipeline import CLIP, enrol, report, run_facestream, run_peer
-    from pipeline.config import AppConfig, load_config
-    from pipeline.runner import set_threads
+    from pipeline.app.config import load_app_config
+    from pipeline.app.services import set_threads
 
     config = REPO / "configs" / "demo.yaml"
-    cfg = load_config(config, [], model=AppConfig)
+    cfg = load_app_config(config, [])
     set_threads()
     enrol(cfg, None, MODEL)
     shipped = run_facestream(cfg, None, MODEL, CLIP, False, sizes.clip_frames)
-    every = load_config(config, ["run.detect_every=1"], model=AppConfig)
+    every = load_app_config(config, ["run.detect_every=1"])
     every_frame = run_facestream(every, None, MODEL, CLIP, False, sizes.clip_frames)
     result = report(cfg, [shipped], run_peer(CLIP, sizes.clip_frames))
     result["fps_detect_every_1"] = every_frame["fps"]
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also rewrite the table between the peers markers of this README")
     args = parser.parse_args(argv)
 
-    from pipeline.errors import FacestreamError
-    from pipeline.logs import configure_logging
+    from pipeline.core.errors import FacestreamError
+    from pipeline.core.logs import configure_logging
 
     configure_logging("WARNING")
     logging.getLogger("trainer").setLevel(logging.WARNING)

@@ -48,7 +48,7 @@ def recall_row(counts: MatchCounts) -> dict:
 
 
 def facestream_recall(data: Path, threads: int) -> dict:
-    from pipeline.detector import MTCNN
+    from pipeline.detect import MTCNN
 
     return recall_row(dlib_recall(MTCNN(min_face_size=MIN_FACE_SIZE, threads=threads), data))
 
@@ -73,7 +73,7 @@ def clip_frames(data: Path, count: int) -> list[np.ndarray]:
 
 
 def facestream_speed(frames: list[np.ndarray], warmup: int, threads: int) -> dict:
-    from pipeline.detector import MTCNN
+    from pipeline.detect import MTCNN
 
     detector = MTCNN(min_face_size=MIN_FACE_SIZE, threads=threads)
     return {**time_per_frame(detector, frames, 1, warmup, "facestream MTCNN"), "engine": detector.engine,

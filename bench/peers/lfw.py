@@ -83,7 +83,7 @@ def facestream_lfw(pairs: list[Pair], pairs_file: Path, folds: list[int] | None,
                    threads: int) -> dict:
     """The card's evaluation plus embed timing: of `folds` of `pairs_file` (then `pairs` must be exactly those),
     or, with `folds=None`, of `pairs` through a temporary pairs file (a --quick subset)."""
-    from pipeline.embedder import Embedder
+    from pipeline.recognise.embedder import Embedder
 
     embedder = Embedder(model, threads=threads)
     stopwatch = Stopwatch(embedder.embed)
@@ -102,8 +102,8 @@ def facestream_lfw(pairs: list[Pair], pairs_file: Path, folds: list[int] | None,
 
 def alignment_ms(embedder, paths: list[Path]) -> float:
     """Mean ms of `Embedder.crops` (similarity warp to the template) for the largest face of each image."""
-    from pipeline.detector import MTCNN
-    from pipeline.images import read_image
+    from pipeline.core.images import read_image
+    from pipeline.detect import MTCNN
 
     detector = MTCNN()
     total, faces = 0.0, 0

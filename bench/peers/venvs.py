@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.pipeline import PEER_VENV, ensure_peer_venv
-from pipeline.errors import FacestreamError
+from pipeline.core.errors import FacestreamError
 
 log = logging.getLogger(__name__)
 

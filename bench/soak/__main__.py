@@ -49,7 +49,7 @@ from bench.soak.run_py import STOP_TIMEOUT_S, cpu_s, start_run_py, stop_run_py, 
 
 def soak(args: argparse.Namespace) -> dict:
     """Scratch Redis in a temporary state folder, the churn process, run.py; everything measured and checked."""
-    from pipeline.redis_server import EmbeddedRedis
+    from pipeline.redis.server import EmbeddedRedis
 
     with tempfile.TemporaryDirectory(prefix="facestream-soak-") as folder:
         tmp = Path(folder)
@@ -63,7 +63,7 @@ def soak(args: argparse.Namespace) -> dict:
 
 
 def drive(args: argparse.Namespace, tmp: Path, server, overrides: list[str]) -> dict:
-    from pipeline.errors import FacestreamError
+    from pipeline.core.errors import FacestreamError
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited from this one
     ready, stop, results = context.Event(), context.Event(), context.Queue()
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "facestream-default.json")
     args = parser.parse_args(argv)
 
-    from pipeline.errors import FacestreamError
-    from pipeline.logs import configure_logging
+    from pipeline.core.errors import FacestreamError
+    from pipeline.core.logs import configure_logging
 
     configure_logging("WARNING")
     missing = [str(p) for p in [*VIDEOS.values(), *(f for fs in PEOPLE.values() for f in fs), LFW] if not p.exists()]

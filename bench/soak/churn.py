@@ -29,7 +29,7 @@ def lfw_pool(count: int, photos: int = 2) -> list[tuple[str, list[Path]]]:
 
 def enrol(store, enroller, name: str, files: list[Path]) -> bool:
     """One identity from `files` in one store write; False if the quality gates accepted none of them."""
-    from pipeline.enrollment import EnrollmentReport
+    from pipeline.recognise.enrollment import EnrollmentReport
 
     report = EnrollmentReport()
     for path in files:
@@ -42,16 +42,16 @@ def enrol(store, enroller, name: str, files: list[Path]) -> bool:
 
 def churn(settings: dict, ready, stop, results) -> None:
     """The churn process: the Hamilton pair, then add/remove LFW people until `stop` is set."""
-    from pipeline.config import AppConfig, load_config
-    from pipeline.enrollment import Enroller
+    from pipeline.app.config import load_app_config
+    from pipeline.app.services import make_detector, make_embedder, set_threads
+    from pipeline.core.logs import configure_logging
     from pipeline.gallery import GalleryStore
-    from pipeline.logs import configure_logging
-    from pipeline.quality import QualityGates
-    from pipeline.redis_url import connect
-    from pipeline.runner import make_detector, make_embedder, set_threads
+    from pipeline.recognise.enrollment import Enroller
+    from pipeline.recognise.quality import QualityGates
+    from pipeline.redis.connect import connect
 
     configure_logging("WARNING")
-    cfg = load_config(settings["config"], settings["overrides"], model=AppConfig)
+    cfg = load_app_config(settings["config"], settings["overrides"])
     set_threads()
     store = GalleryStore(connect(cfg.redis.url, cfg.redis.state_dir), GALLERY)
     enroller = Enroller(make_detector(cfg), make_embedder(cfg, Path(settings["model"])),

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 
 Dtype = Literal["float32", "int8"]
 DTYPES = ("float32", "int8")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 
 PREFIX = "fs"
 # ~100 B per entry: the cap bounds the stream at ~10 MB. A mirror further behind than this re-snapshots.

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.errors import ConfigError, GalleryError
+from pipeline.core.errors import GalleryError
 from pipeline.gallery.search import ExactSearch, Hits, check_queries, decode_rows
 
 Score = Literal["max", "mean_top2"]
@@ -34,14 +34,6 @@ class Match:
     runner_up: str | None
     runner_up_similarity: float | None
     margin: float | None  # similarity - runner_up_similarity
-
-
-def threshold_from_card(card: Any, far: str | float = "1e-3", override: float | None = None) -> float:
-    """The cosine threshold: `override` when given, else the card's calibrated value at `far`."""
-    value = float(override) if override is not None else float(card.threshold_at(far))
-    if not -1.0 <= value <= 1.0:
-        raise ConfigError(f"match threshold must be a cosine similarity in [-1, 1], got {value}")
-    return value
 
 
 class Matcher:

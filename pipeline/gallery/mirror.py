@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 
 if TYPE_CHECKING:
     from pipeline.gallery.store import Change, GalleryStore

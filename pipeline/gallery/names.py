@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 
 MAX_NAME_CHARS = 200
 MAX_TEMPLATE_ID_CHARS = 256

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
 from pipeline.gallery.names import validate_name, validate_template_id
 from pipeline.gallery.store import GalleryStore

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 
 
 class Labels(Protocol):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import numpy as np
 import redis
 
-from pipeline.errors import GalleryError
+from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
 from pipeline.gallery.keys import CHANGES_MAXLEN, RECORD, GalleryKeys, element, element_identity, validate_gallery
 from pipeline.gallery.mirror import Snapshot, freeze

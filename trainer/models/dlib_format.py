@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.errors import EngineError
+from pipeline.core.errors import EngineError
 
 # Wrapper kinds the caller lists, outermost first. "tag<N>"/"skip<N>" carry their id, which dlib keeps in the
 # C++ type only, so the caller knows it and the file does not.

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError, EngineError
+from pipeline.core.errors import ConfigError, EngineError
 from trainer.models.dlib_format import LAYER, LOSS, DlibLayer, read_dlib_net_file
 from trainer.models.registry import Preprocess, register_model
 

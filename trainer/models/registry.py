@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""facestream's configuration: one validated section per part of the system (configs/*.yaml).
+
+Validated once, here at the edge; the composition root (`pipeline.app.services`) passes plain values on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.core.settings import Section, load_config
+
+
+class RedisConfig(Section):
+    # None: the embedded server kept under `state_dir` (started on first use). Otherwise any
+    # redis:// or rediss:// URL, with user/password if the server wants them; used as is. For TLS with a
+    # private CA: rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem
+    url: str | None = None
+    state_dir: Path = Path("state")
+
+
+class EngineConfig(Section):
+    # The embedder's engine; "auto" picks TensorRT -> ORT-TensorRT -> ORT-CUDA -> torch-CUDA -> ORT-CPU by what
+    # is installed and working (engines/selection.py), and logs its choice.
+    name: Literal["auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda",
+                  "tensorrt"] = "onnxruntime"
+    # ONNX Runtime providers in order of preference; None: the best the machine has.
+    providers: list[str] | None = None
+    # ORT silently runs on CPU when a requested provider fails; we refuse that unless allowed.
+    allow_fallback: bool = False
+    threads: int = Field(0, ge=0, description="intra-op threads; 0 = library default")
+
+
+class DetectorConfig(Section):
+    min_face_size: int = Field(20, ge=8)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    scale_factor: float = Field(0.709, gt=0.1, lt=1.0)
+    # ONNX Runtime on one thread is the fastest CPU path measured (bench/detect.py); torch is the oracle.
+    engine: Literal["torch", "onnxruntime"] = "onnxruntime"
+    threads: int = Field(1, ge=0, description="intra-op threads; 1 beats 2 on a 2-core machine under load")
+    pyramid: Literal["area", "octave", "fast"] = "area"
+    # Larger frames are detected on a downscaled copy: phone photos (4000 px) would cost seconds each.
+    max_side: int | None = Field(1280, ge=48)
+
+
+class QualityConfig(Section):
+    """Gate thresholds; defaults calibrated on the shared test photos (see the module's calibration notes)."""
+
+    min_face_px: int = Field(50, ge=0, description="shorter side of the detector's box, px")
+    min_sharpness: float = Field(30.0, ge=0, description="variance of the Laplacian, 112 px crop")
+    max_yaw: float = Field(45.0, gt=0, le=90, description="degrees, landmark estimate")
+    max_pitch: float = Field(35.0, gt=0, le=90, description="degrees, landmark estimate")
+    min_score: float = Field(0.93, ge=0, le=1, description="detector confidence")
+
+
+class SourceConfig(Section):
+    """How frames are read; the same settings for every source of a run."""
+
+    queue_size: int = Field(4, ge=1, description="frames buffered per source")
+    policy: Literal["auto", "drop_oldest", "wait"] = "auto"  # auto: drop_oldest for webcams and streams, wait for files
+    reconnect: bool | None = None  # None: live sources reconnect, files do not
+    backoff_initial: float = Field(0.5, gt=0, description="s before the first reconnect")
+    backoff_max: float = Field(10.0, gt=0, description="s, cap of the doubling backoff")
+    max_reconnects: int | None = Field(None, ge=0, description="consecutive failures; None = forever")
+    # Streams: a server that stops sending (or never answers the open) for this long is reconnected;
+    # FFmpeg's open/read timeout, so a stalled read returns instead of blocking the reader for good.
+    stall_seconds: float = Field(5.0, gt=0, description="s without a frame from a stream")
+    realtime: bool = False  # files: deliver at the file's frame rate instead of as fast as consumed
+
+
+class TrackerConfig(Section):
+    iou_threshold: float = Field(0.3, gt=0, le=1)
+    confirm_hits: int = Field(3, ge=1)
+    max_misses: int = Field(15, ge=0, description="frames a lost track is kept")
+    reembed_quality_gain: float = Field(0.15, ge=0)
+    reembed_every: int = Field(0, ge=0, description="frames; 0 = only on quality gain")
+
+
+class VotingConfig(Section):
+    min_votes: int = Field(3, ge=1)
+    window: int = Field(10, ge=1, description="latest votes considered per track")
+    min_share: float = Field(0.6, gt=0, le=1, description="of the votes in the window")
+    debounce_frames: int = Field(30, ge=0, description="frames between two confirmations of a track")
+
+
+class EventsConfig(Section):
+    jsonl: Path | None = None  # append events to this file; None: no file
+    redis_stream: bool = True  # XADD to fs:{gallery}:events
+    stream_maxlen: int = Field(100_000, ge=1, description="approximate cap of the stream")
+    buffer_size: int = Field(10_000, ge=1, description="events held while Redis is unreachable")
+    include_crops: bool = False  # JPEG face crop (base64) in each event
+
+
+class RunConfig(Section):
+    """The streaming runner's own settings."""
+
+    detect_every: int = Field(3, ge=1, description="run MTCNN on every Nth frame per camera; tracks carry the rest")
+    # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
+    # most expensive (largest) levels. None: detector.min_face_size.
+    min_face_size: int | None = Field(40, ge=8)
+    # Threshold from the model card at this per-comparison false-accept rate. "auto": the loosest of the card's
+    # FARs at which a stranger's face matches *someone* in the gallery with probability <= open_set_far
+    # (≈ FAR x identities): 1e-3 for the two-person demo gallery, the card's strictest for 1,000 people.
+    far: str = "auto"
+    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: per-face chance of a false accept")
+    threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
+    score: Literal["max", "mean_top2"] = "max"
+    stage_queue: int = Field(2, ge=1, description="batches between compute stages")
+    batch_wait_s: float = Field(0.05, gt=0, description="longest wait for a frame from any camera")
+    embed_batch: int = Field(32, ge=1)
+    video_fps: float | None = Field(None, gt=0, description="annotated video frame rate; None: the source's")
+    metrics_host: str = "127.0.0.1"
+
+
+class DemoConfig(Section):
+    inputs: list[Path] = []
+    output_dir: Path = Path("out/demo")
+
+
+class AppConfig(Section):
+    redis: RedisConfig = RedisConfig()
+    engine: EngineConfig = EngineConfig()
+    detector: DetectorConfig = DetectorConfig()
+    quality: QualityConfig = QualityConfig()
+    run: RunConfig = RunConfig()
+    sources: SourceConfig = SourceConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    voting: VotingConfig = VotingConfig()
+    events: EventsConfig = EventsConfig()
+    demo: DemoConfig = DemoConfig()
+
+
+
+
+def load_app_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> AppConfig:
+    """`configs/*.yaml` (or the defaults) with `section.key=value` overrides, validated."""
+    return load_config(path, overrides, model=AppConfig)

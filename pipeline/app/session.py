@@ -1,0 +1,160 @@
+"""One streaming run (`run.py` on cameras, streams and files): everything it owns, built from config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.app.config import AppConfig
+from pipeline.app.services import make_detector, make_embedder, open_gallery
+from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
+from pipeline.gallery import GalleryMirror
+from pipeline.gallery.matcher import Matcher
+from pipeline.gallery.threshold import choose_far, threshold_from_card
+from pipeline.recognise.embedder import DEFAULT_MODEL
+from pipeline.recognise.quality import QualityGates
+from pipeline.redis.connect import connect
+from pipeline.video.metrics import MetricsServer, StageMetrics
+from pipeline.video.output import VideoOutput
+from pipeline.video.runner import Runner
+from pipeline.video.sources import FrameSource, SourceGroup, source_kind
+from pipeline.video.stages import DetectStage, RecogniseStage
+from pipeline.video.voting import IdentityVoter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """What run.py's command line says, as plain values."""
+
+    sources: list[tuple[str, str]]  # (camera, spec)
+    gallery: str = "default"
+    redis_url: str | None = None
+    model: Path = DEFAULT_MODEL
+    events: Path | None = None
+    output_video: Path | None = None
+    show: bool = False
+    save_crops: bool = False
+    max_frames: int | None = None
+    metrics_port: int | None = None
+
+
+class Session:
+    """Everything one run owns, built from config + options; `run()` then `close()` (always)."""
+
+    def __init__(self, cfg: AppConfig, opts: RunOptions):
+        self.cfg, self.opts = cfg, opts
+        self._closers: list = []
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        cfg, opts, run = self.cfg, self.opts, self.cfg.run
+        self.metrics = StageMetrics()
+        self.output = VideoOutput(opts.output_video, fps=run.video_fps or 0.0,
+                                  cameras=[c for c, _ in opts.sources], show=opts.show)
+        self._closers.append(self.output.close)
+        self.embedder = make_embedder(cfg, opts.model)
+        self.detector = make_detector(cfg, run.min_face_size)
+        self.client = connect(opts.redis_url or cfg.redis.url, cfg.redis.state_dir)
+        self.store = open_gallery(self.client, opts.gallery, self.embedder.fingerprint)
+        self.mirror = GalleryMirror(self.store).start()
+        self._closers.append(self.mirror.stop)
+        self.far = choose_far(self.embedder.card, run.far, run.open_set_far, len(self.mirror.current()))
+        self.threshold = threshold_from_card(self.embedder.card, self.far, run.threshold)
+        matcher = Matcher(self.mirror, self.threshold, score=run.score)
+        self.bus = EventBus(self._sinks(), include_crops=opts.save_crops or cfg.events.include_crops)
+        self._closers.append(self.bus.close)
+        self.group = SourceGroup([FrameSource.from_config(spec, camera, cfg.sources) for camera, spec in opts.sources])
+        if self.output.path is not None and not run.video_fps:
+            self.output.fps = _source_fps(opts.sources)
+        detect = DetectStage(self.detector, run.detect_every, self.metrics)
+        self.recognise = RecogniseStage(self.embedder, matcher, QualityGates.from_config(cfg.quality), self.bus,
+                                        self.metrics, cfg.tracker, IdentityVoter.from_config(cfg.voting),
+                                        include_crops=self.bus.include_crops)
+        self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
+                             run.batch_wait_s, opts.max_frames)
+        if opts.metrics_port is not None:
+            server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
+            self._closers.append(server.close)
+
+    def _source_gauges(self) -> list[tuple[str, dict, float]]:
+        return [(f"source_{field}", {"camera": camera}, float(getattr(stats, field)))
+                for camera, stats in self.group.stats().items()
+                for field in ("frames_read", "frames_dropped", "reconnects", "errors", "read_failures", "fps")]
+
+    def _sinks(self) -> list:
+        sinks = []
+        path = self.opts.events or self.cfg.events.jsonl
+        if path is not None:
+            sinks.append(JsonlSink(path))
+        if self.cfg.events.redis_stream:
+            url, state = self.opts.redis_url or self.cfg.redis.url, self.cfg.redis.state_dir
+            # After a failure the sink reconnects to the server this session uses (a new client like ours).
+            # Not connect(url): while a local URL's server is down that falls back to the embedded server, and
+            # the events would land there. Only the embedded server is looked up again: it may move port.
+            client = (lambda: connect(None, state)) if url is None else self.client
+            sinks.append(RedisStreamSink(client, events_key(self.store.gallery),
+                                         maxlen=self.cfg.events.stream_maxlen, buffer_size=self.cfg.events.buffer_size))
+        return sinks
+
+    def run(self) -> dict:
+        if len(self.mirror.current()) == 0:
+            log.warning("gallery %r is empty: every face will be unknown (enrol people with enroll.py)",
+                        self.store.gallery)
+        self.metrics.started = time.perf_counter()  # fps over the streaming, not the model loading
+        self.runner.run()
+        return self.summary()
+
+    def close(self) -> None:
+        """Flush events, finalise videos, stop the mirror; in reverse order of creation, each at most once."""
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - close the rest anyway
+                log.exception("closing %s failed", getattr(closer, "__qualname__", closer))
+
+    def summary(self) -> dict:
+        m = self.metrics.summary()
+        tally = self.recognise.tally
+        frames = sum(tally.frames.values())
+        sources = {camera: {"frames_read": s.frames_read, "frames_processed": tally.frames[camera],
+                            "frames_dropped": s.frames_dropped, "state": s.state, "errors": s.errors,
+                            "reconnects": s.reconnects, "read_failures": s.read_failures,
+                            "max_faces_in_a_frame": tally.max_faces_per_frame[camera],
+                            "tracks": tally.tracks[camera]}
+                   for camera, s in self.group.stats().items()}
+        stages = {name: {k: s[k] for k in ("ms_per_call", "ms_per_item", "p50_ms", "p90_ms", "calls", "items",
+                                             "busy_pct")} for name, s in m["stages"].items()}
+        return {"frames": frames, "wall_s": m["wall_s"], "fps": round(frames / max(m["wall_s"], 1e-9), 2),
+                "frames_dropped": sum(s["frames_dropped"] for s in sources.values()),
+                "interrupted": self.runner.interrupted, "detect_every": self.cfg.run.detect_every,
+                "latency_ms": m["latency_ms"], "stages": stages, "sources": sources,
+                "faces_detected": tally.faces, "faces_embedded": tally.embedded,
+                "faces_not_embedded": dict(tally.rejected), "tracks": sum(tally.tracks.values()),
+                "identities_seen": dict(tally.identities), "events": dict(self.bus.counts),
+                "gallery": {"name": self.store.gallery, "identities": len(self.mirror.current()),
+                            "threshold": round(self.threshold, 4), "far": self.far},
+                "outputs": {"events": str(self.opts.events) if self.opts.events else None,
+                            "videos": dict(self.output.files)}}
+
+
+def _source_fps(sources: list[tuple[str, str]]) -> float:
+    """The first file's frame rate (annotated videos play at the source's speed), else 25."""
+    import cv2
+
+    for _, spec in sources:
+        if source_kind(spec) == "file":
+            capture = cv2.VideoCapture(spec)
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            capture.release()
+            if 0 < fps < 1000:
+                return float(fps)
+    return 25.0

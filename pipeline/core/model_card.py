@@ -1,0 +1,91 @@
+"""The model card: the JSON sidecar that travels with every exported embedder ONNX file.
+
+It carries what inference needs (input size, normalisation, alignment template, thresholds) and what a
+reader needs to trust the model (training data, command, metrics). The gallery stores `fingerprint`
+and refuses templates from another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.core.errors import ConfigError
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_id: str
+    fingerprint: str = Field(description="sha256 of the ONNX file, first 16 hex digits")
+    architecture: str
+    onnx: str = Field(description="ONNX file name, relative to the card")
+    input_size: tuple[int, int] = Field(description="(height, width) of the aligned crop")
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color: str = "RGB"
+    embedding_dim: int = 128
+    template: list[tuple[float, float]] = Field(description="5-point alignment template, crop pixels")
+    # Similarity (cosine) thresholds keyed by false-accept rate, e.g. {"1e-3": 0.52}.
+    thresholds: dict[str, float] = {}
+    training: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+
+    @field_validator("template")
+    @classmethod
+    def _five_points(cls, value):
+        if len(value) != 5:
+            raise ValueError(f"template must have 5 points, got {len(value)}")
+        return value
+
+    def threshold_at(self, far: str | float) -> float:
+        key = far if isinstance(far, str) else f"{far:.0e}".replace("e-0", "e-")
+        if key not in self.thresholds:
+            raise ConfigError(f"model card {self.model_id} has no threshold for FAR {key}; "
+                              f"it has {sorted(self.thresholds)}")
+        return self.thresholds[key]
+
+
+def fingerprint_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_card(path: str | Path) -> ModelCard:
+    path = Path(path)
+    try:
+        card = ModelCard.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ConfigError(f"cannot read model card {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid model card {path}: not a JSON text file (not UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid model card {path}: not JSON ({exc})") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid model card {path}: {_one_line(exc)}") from None
+    return card
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's multi-line report as one line: the CLIs print errors as one line."""
+    problems = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+    return "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+
+
+def onnx_path(card: ModelCard, card_path: str | Path) -> Path:
+    return Path(card_path).parent / card.onnx
+
+
+def save_card(card: ModelCard, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,87 @@
+"""The embedder adapter: an inference engine plus the pre/post-processing its model card describes.
+
+Like insightface's model_zoo adapters it receives an engine and owns only what surrounds it: alignment
+to the card's template, normalisation, batching, and a unit-length check on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines import create_engine
+from pipeline.app.config import EngineConfig
+from pipeline.core.align import align
+from pipeline.core.errors import EngineError
+from pipeline.core.faces import Faces
+from pipeline.core.model_card import ModelCard, load_card, onnx_path
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO / "models" / "facestream-default.json"
+
+
+class Embedder:
+    def __init__(self, card_path: str | Path = DEFAULT_MODEL, engine: str = "onnxruntime", batch_size: int = 32,
+                 **engine_options):
+        self.card_path = Path(card_path)
+        self.card: ModelCard = load_card(self.card_path)
+        self.engine = create_engine(engine, model_path=onnx_path(self.card, self.card_path), **engine_options)
+        self.input_name = self.engine.inputs[0].name
+        self.output_name = self.engine.outputs[0].name
+        self.size = tuple(self.card.input_size)
+        self.template = np.asarray(self.card.template, np.float32)
+        self.mean = np.asarray(self.card.mean, np.float32)
+        self.std = np.asarray(self.card.std, np.float32)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, card_path: str | Path, engine: EngineConfig, batch_size: int = 32) -> "Embedder":
+        """The embedder an entry point's `engine` config section asks for ("auto": the fastest that works)."""
+        from engines.selection import choose_engine
+
+        name = choose_engine() if engine.name == "auto" else engine.name
+        if name == "onnxruntime":
+            # One intra-op thread by default: detection and recognition each keep one core busy.
+            options = {"providers": engine.providers, "allow_fallback": engine.allow_fallback,
+                       "threads": engine.threads or 1}
+        elif name.startswith("onnxruntime-"):
+            options = {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
+        else:
+            options = {}
+        return cls(card_path, name, batch_size=batch_size, **options)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.card.fingerprint
+
+    def crops(self, image_bgr: np.ndarray, faces: Faces) -> np.ndarray:
+        """Aligned RGB crops (N, h, w, 3) uint8 of `faces` in a BGR frame."""
+        out = np.empty((len(faces), *self.size, 3), np.uint8)
+        for i, points in enumerate(faces.landmarks):
+            crop = align(image_bgr, points, size=self.size, template=self.template)
+            out[i] = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        return out
+
+    def embed(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """(N, 128) unit-length float32 embeddings of aligned RGB crops (N, h, w, 3) uint8."""
+        if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (*self.size, 3) or crops_rgb.dtype != np.uint8:
+            raise EngineError(f"crops must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), "
+                              f"got {crops_rgb.dtype} {crops_rgb.shape}")
+        out = np.empty((len(crops_rgb), self.card.embedding_dim), np.float32)
+        for start in range(0, len(crops_rgb), self.batch_size):
+            batch = (crops_rgb[start:start + self.batch_size].astype(np.float32) - self.mean) / self.std
+            feeds = {self.input_name: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))}
+            out[start:start + len(batch)] = self.engine.run(feeds)[self.output_name]
+        norms = np.linalg.norm(out, axis=1)
+        if len(out) and not np.allclose(norms, 1.0, atol=1e-3):
+            raise EngineError(f"model {self.card.model_id} returned embeddings of norm {norms.min():.3f}.."
+                              f"{norms.max():.3f}; expected unit length")
+        return out
+
+    def close(self) -> None:
+        self.engine.close()

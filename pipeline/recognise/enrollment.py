@@ -1,0 +1,248 @@
+"""Enrollment: turning photos, folders and videos of one person into accepted templates, with a reason for
+every input that was not accepted. The library side of `enroll.py`; it neither prints nor writes Redis.
+
+Each input (an image, or a sampled frame of a video) is accepted with one template or rejected with one of
+REJECTIONS or a quality-gate reason (`pipeline.recognise.quality.REASONS`). The subject of a photo is its only face that
+is big and confident enough (`QualityGates.candidates`); with `largest=True` the largest such face.
+
+A template id is the sha256 of the file's bytes (+ ":<frame>" for a video frame), so enrolling the same file
+twice, under any name or path, is recognised by the gallery as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.core.errors import SourceError
+from pipeline.core.faces import Faces
+from pipeline.core.images import read_image
+from pipeline.gallery.names import validate_name
+from pipeline.recognise.embedder import Embedder
+from pipeline.recognise.quality import QualityGates, crop_fits
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
+
+UNREADABLE = "unreadable or not an image"
+NO_FACE = "no face"
+SEVERAL_FACES = "several faces (use --largest)"
+REJECTIONS = (UNREADABLE, NO_FACE, SEVERAL_FACES)
+
+VIDEO_EVERY = 10  # sample one frame in this many (a third of a second at 30 fps: new expressions, little repetition)
+VIDEO_MAX_FRAMES = 30  # sampled frames per video at most: more adds near-identical templates
+DETECT_BATCH = 8  # video frames per detector call (same size, so they share P-Net calls)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input: accepted (`template_id` set) or rejected (`reason` set)."""
+
+    path: str
+    frame: int | None = None  # video frame number; None for a still image
+    template_id: str | None = None
+    reason: str | None = None
+    detail: str | None = None  # e.g. the SourceError message behind UNREADABLE
+    measures: dict = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.template_id is not None
+
+    @property
+    def where(self) -> str:
+        return self.path if self.frame is None else f"{self.path}#{self.frame}"
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "frame": self.frame, "accepted": self.accepted, "template_id": self.template_id,
+                "reason": self.reason, "detail": self.detail, "measures": self.measures}
+
+
+@dataclass
+class EnrollmentReport:
+    """Every outcome, and the templates of the accepted ones (rows of `embeddings` match `template_ids`)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    template_ids: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.accepted]
+
+    @property
+    def rejected(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.accepted]
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        return dict(Counter(o.reason for o in self.rejected).most_common())
+
+    def matrix(self) -> np.ndarray:
+        """(n, dim) float32 templates of the accepted inputs."""
+        return np.stack(self.embeddings).astype(np.float32) if self.embeddings else np.zeros((0, 0), np.float32)
+
+    def accept(self, outcome: Outcome, embedding: np.ndarray) -> None:
+        self.outcomes.append(outcome)
+        self.embeddings.append(embedding)
+        self.template_ids.append(outcome.template_id)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images and videos (by extension), sorted.
+
+    A file named explicitly is kept whatever its extension (reading it says whether it is an image);
+    a path that does not exist raises SourceError before anything is done.
+    """
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in
+                            IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise SourceError(f"input {item} does not exist")
+    return files
+
+
+def tree_identities(root: str | Path) -> dict[str, list[Path]]:
+    """`root/<name>/...` -> {name: files}: one identity per sub-folder, every name validated first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(f"--tree root {root} is not a folder")
+    people = {validate_name(d.name): expand_inputs([d]) for d in sorted(root.iterdir()) if d.is_dir()}
+    loose = [p.name for p in root.iterdir() if p.is_file()]
+    if loose:
+        log.warning("ignoring %d file(s) directly in %s (only sub-folders are identities): %s",
+                    len(loose), root, ", ".join(sorted(loose)[:5]))
+    if not people:
+        raise SourceError(f"--tree root {root} has no sub-folders (one per identity)")
+    return people
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Enroller:
+    """Judges and embeds the faces of inputs; `collect` is the one-call form."""
+
+    def __init__(self, detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
+                 video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES):
+        if video_every < 1 or video_max_frames < 1:
+            raise SourceError(f"video_every and video_max_frames must be >= 1, got {video_every}, "
+                              f"{video_max_frames}")
+        self.detector, self.embedder, self.gates = detector, embedder, gates
+        self.largest = largest
+        # The embedder's crop can be reused for the sharpness gate only if it frames the face the same way.
+        self._crop_fits_gates = crop_fits(embedder.template, embedder.size)
+        self.video_every, self.video_max_frames = video_every, video_max_frames
+
+    def add_file(self, path: Path, report: EnrollmentReport) -> None:
+        """Judge `path` (an image, or a video by extension) and append its outcome(s) to `report`."""
+        try:
+            digest = file_digest(path)
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                self._add_video(path, digest, report)
+            else:
+                self._add_image(path, read_image(path), digest, None, self.detector.detect_one, report)
+        except SourceError as exc:
+            report.outcomes.append(Outcome(str(path), reason=UNREADABLE, detail=str(exc)))
+        except OSError as exc:  # unreadable file (permissions, vanished): same reason as read_image gives
+            report.outcomes.append(Outcome(str(path), reason=UNREADABLE, detail=f"cannot read {path}: {exc}"))
+
+    def _add_image(self, path: Path, image: np.ndarray, digest: str, frame: int | None,
+                   detect: Callable[[np.ndarray], Faces] | Faces, report: EnrollmentReport) -> None:
+        faces = detect if isinstance(detect, Faces) else detect(image)
+        template_id = digest if frame is None else f"{digest}:{frame}"
+        where = dict(path=str(path), frame=frame)
+        if not len(faces):
+            report.outcomes.append(Outcome(**where, reason=NO_FACE))
+            return
+        subject = self._subject(faces)
+        if subject is None:
+            report.outcomes.append(Outcome(**where, reason=SEVERAL_FACES,
+                                           detail=f"{len(self.gates.candidates(faces))} faces"))
+            return
+        crop = self.embedder.crops(image, faces[subject])
+        verdict = self.gates.check(image, subject, faces, crop[0] if self._crop_fits_gates else None)
+        if not verdict.ok:
+            report.outcomes.append(Outcome(**where, reason=verdict.reason, measures=verdict.measures))
+            return
+        embedding = self.embedder.embed(crop)[0]
+        report.accept(Outcome(**where, template_id=template_id, measures=verdict.measures), embedding)
+
+    def _subject(self, faces: Faces) -> int | None:
+        """The face to judge: the only candidate, the largest with `largest`, None if several are left.
+
+        With no candidate the largest face is judged, so the rejection names why it is not one.
+        """
+        candidates = self.gates.candidates(faces)
+        if len(candidates) == 1 or (len(candidates) > 1 and self.largest):
+            return int(candidates[0])
+        if len(candidates) > 1:
+            return None
+        return int(np.argmax(faces.area))
+
+    def _add_video(self, path: Path, digest: str, report: EnrollmentReport) -> None:
+        batch: list[tuple[int, np.ndarray]] = []
+        for number, frame in self._sampled_frames(path):
+            batch.append((number, frame))
+            if len(batch) == DETECT_BATCH:
+                self._judge_frames(path, digest, batch, report)
+                batch = []
+        if batch:
+            self._judge_frames(path, digest, batch, report)
+
+    def _judge_frames(self, path: Path, digest: str, batch: list[tuple[int, np.ndarray]],
+                      report: EnrollmentReport) -> None:
+        found = self.detector.detect([frame for _, frame in batch])
+        for (number, frame), faces in zip(batch, found, strict=True):
+            self._add_image(path, frame, digest, number, faces, report)
+
+    def _sampled_frames(self, path: Path) -> Iterator[tuple[int, np.ndarray]]:
+        capture = cv2.VideoCapture(str(path))
+        try:
+            if not capture.isOpened():
+                raise SourceError(f"cannot open video {path}: not a decodable video")
+            number, sampled = 0, 0
+            while sampled < self.video_max_frames:
+                if number % self.video_every == 0:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    sampled += 1
+                    yield number, np.ascontiguousarray(frame)
+                elif not capture.grab():  # grab without decoding to pixels: skipped frames cost little
+                    break
+                number += 1
+            if sampled == 0:
+                raise SourceError(f"cannot read video {path}: no frame could be decoded")
+        finally:
+            capture.release()
+
+
+def collect(inputs: Sequence[str | Path], detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
+            video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES,
+            on_file: Callable[[Path], None] | None = None) -> EnrollmentReport:
+    """Judge every image and video under `inputs` (files or folders); `on_file(path)` after each file."""
+    enroller = Enroller(detector, embedder, gates, largest, video_every, video_max_frames)
+    report = EnrollmentReport()
+    for path in expand_inputs(inputs):
+        enroller.add_file(path, report)
+        if on_file is not None:
+            on_file(path)
+    return report

@@ -1,0 +1,266 @@
+"""Per-camera face tracks: IoU association of each frame's detections with the tracks of earlier frames.
+
+Association is greedy by descending IoU (no Hungarian solver: scipy is not a dependency, and with the handful
+of faces in a frame greedy picks the same pairs except in contrived ties). Each track's box is predicted with a
+constant velocity from its last two observations, so a track survives frames skipped between detections (the
+runner may detect every Nth frame) and two faces that cross keep their ids. A track that was missed is also
+matched against its last observed box (the better of the two IoUs), for a person who stopped moving while hidden.
+
+Life cycle: `tentative` (new) -> `confirmed` after `confirm_hits` hits -> `lost` when missed -> ended once it
+has been missed for more than `max_misses` frames (counted in frames, not detector calls). A tentative track
+ends at its first miss: it was a detector flicker or a face passing through, not worth remembering. Ids are
+per tracker (= per camera), increasing, never reused.
+
+`needs_embedding` keeps embedding cost low (design decision 7): a face is embedded when its track is new, its
+identity is not yet confirmed (by `IdentityVoter`, which sets `identity_confirmed`), or its quality beats the
+best quality embedded so far by more than `reembed_quality_gain` (and, if set, every `reembed_every` frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from pipeline.app.config import TrackerConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.faces import Faces
+
+TrackState = Literal["tentative", "confirmed", "lost"]
+# Face side (px) at which the default quality saturates: templates of 60+ px faces are within cosine 0.95 of
+# full size (quality.py calibration), so beyond ~100 px size no longer limits the embedding.
+QUALITY_FULL_SIDE = 100.0
+VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity: follows turns within two hits, damps jitter
+
+
+
+
+@dataclass
+class Track:
+    id: int  # per camera, increasing, never reused
+    camera: str
+    box: np.ndarray  # (4,) xyxy: last observed, or predicted by `predict()`
+    state: TrackState = "tentative"
+    hits: int = 1
+    misses: int = 0  # frames since the last matching detection
+    age: int = 0  # frames since the first detection
+    best_quality: float = 0.0  # best quality among the faces handed out for embedding
+    anon_id: str = ""  # stable anonymous id ("cam0-t7") for people nobody enrolled
+    identity: str | None = None  # set by IdentityVoter on confirmation
+    similarity: float | None = None
+    identity_confirmed: bool = False  # set by IdentityVoter: a known identity or "unknown" was confirmed
+    first_frame: int = 0
+    last_frame: int = 0  # frame of the last matching detection
+    confirmed_frame: int | None = None  # None: never confirmed (ended tentative tracks are flickers)
+
+
+@dataclass(frozen=True)
+class TrackAssignment:
+    face_index: int  # row in this frame's `Faces`
+    track: Track
+    is_new: bool
+    needs_embedding: bool
+
+
+@dataclass
+class _Motion:
+    box: np.ndarray  # last observed box
+    frame: int
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float64))  # px per frame
+    embed_frame: int | None = None  # last frame a face of this track was handed out for embedding
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, N) intersection over union of xyxy boxes `a` (M, 4) and `b` (N, 4); 0 for empty boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def greedy_match(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, col) pairs by descending score, each row and column used once, scores >= threshold (> 0)."""
+    if scores.size == 0:
+        return []
+    rows_used, cols_used, pairs = set(), set(), []
+    for flat in np.argsort(-scores, axis=None, kind="stable"):
+        row, col = divmod(int(flat), scores.shape[1])
+        if scores[row, col] < threshold or scores[row, col] <= 0:
+            break
+        if row not in rows_used and col not in cols_used:
+            rows_used.add(row)
+            cols_used.add(col)
+            pairs.append((row, col))
+    return pairs
+
+
+def default_quality(faces: Faces) -> np.ndarray:
+    """A [0, 1] proxy when the caller has no quality score: detector confidence x size (saturating at 100 px)."""
+    side = np.minimum(faces.width, faces.height)
+    return faces.score * np.clip(side / QUALITY_FULL_SIDE, 0.0, 1.0)
+
+
+class IouTracker:
+    """`update(faces, frame_index)` once per detected frame of one camera -> (assignments, ended tracks)."""
+
+    def __init__(self, iou_threshold: float = 0.3, confirm_hits: int = 3, max_misses: int = 15,
+                 reembed_quality_gain: float = 0.15, reembed_every: int = 0, *, camera: str = "cam"):
+        try:  # the config section's range checks, as a ConfigError
+            TrackerConfig(iou_threshold=iou_threshold, confirm_hits=confirm_hits, max_misses=max_misses,
+                          reembed_quality_gain=reembed_quality_gain, reembed_every=reembed_every)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"invalid tracker setting {error['loc'][0]}: {error['msg']}") from None
+        self.iou_threshold = float(iou_threshold)
+        self.confirm_hits = int(confirm_hits)
+        self.max_misses = int(max_misses)
+        self.reembed_quality_gain = float(reembed_quality_gain)
+        self.reembed_every = int(reembed_every)
+        self.camera = camera
+        self._tracks: dict[int, Track] = {}  # live tracks by id, in creation order
+        self._motion: dict[int, _Motion] = {}
+        self._next_id = 1
+        self._last_frame: int | None = None
+
+    @classmethod
+    def from_config(cls, config: TrackerConfig, camera: str) -> IouTracker:
+        return cls(**config.model_dump(), camera=camera)
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Every live track (tentative, confirmed, lost), oldest first."""
+        return list(self._tracks.values())
+
+    def update(self, faces: Faces, frame_index: int,
+               quality: np.ndarray | None = None) -> tuple[list[TrackAssignment], list[Track]]:
+        """Assign this frame's faces to tracks: one assignment per face (in face order), and the tracks that
+        ended this frame (missed for more than `max_misses` frames, or tentative and missed)."""
+        self._check_frame(frame_index)
+        quality = self._quality(faces, quality)
+        live = list(self._tracks.values())
+        pairs = greedy_match(self._scores(live, faces.xyxy, frame_index), self.iou_threshold)
+        assignments: dict[int, TrackAssignment] = {}
+        for row, col in pairs:
+            track = live[row]
+            needs = self._hit(track, faces.xyxy[col], frame_index, float(quality[col]))
+            assignments[col] = TrackAssignment(col, track, False, needs)
+        for col in range(len(faces)):
+            if col not in assignments:
+                track = self._new_track(faces.xyxy[col], frame_index, float(quality[col]))
+                assignments[col] = TrackAssignment(col, track, True, True)
+        matched = {row for row, _ in pairs}
+        ended = [t for row, t in enumerate(live) if row not in matched and self._miss(t, frame_index)]
+        for track in ended:
+            self._remove(track)
+        return [assignments[col] for col in range(len(faces))], ended
+
+    def predict(self, frame_index: int) -> list[Track]:
+        """Tracks seen at their last detection (tentative, confirmed), boxes moved to `frame_index`.
+
+        For frames the runner does not run the detector on; nothing is aged or ended here.
+        """
+        active = [t for t in self._tracks.values() if t.state != "lost"]
+        for track in active:
+            track.box = self._predicted(track.id, frame_index).astype(np.float32)
+        return active
+
+    def end_all(self) -> list[Track]:
+        """End every live track (end of stream); returns them."""
+        ended = list(self._tracks.values())
+        self._tracks.clear()
+        self._motion.clear()
+        return ended
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _check_frame(self, frame_index: int) -> None:
+        if self._last_frame is not None and frame_index < self._last_frame:
+            raise ValueError(f"frame_index went backwards: {frame_index} after {self._last_frame}")
+        self._last_frame = frame_index
+
+    @staticmethod
+    def _quality(faces: Faces, quality: np.ndarray | None) -> np.ndarray:
+        if quality is None:
+            return default_quality(faces)
+        quality = np.asarray(quality, np.float64).reshape(-1)
+        if quality.shape != (len(faces),):
+            raise ValueError(f"quality must have shape ({len(faces)},), got {quality.shape}")
+        return quality
+
+    def _scores(self, live: list[Track], boxes: np.ndarray, frame_index: int) -> np.ndarray:
+        if not live or len(boxes) == 0:
+            return np.zeros((len(live), len(boxes)))
+        predicted = np.stack([self._predicted(t.id, frame_index) for t in live])
+        scores = iou_matrix(predicted, boxes)
+        lost = np.array([t.state == "lost" for t in live])
+        if lost.any():
+            last = np.stack([self._motion[t.id].box for t in live])
+            scores[lost] = np.maximum(scores[lost], iou_matrix(last[lost], boxes))
+        return scores
+
+    def _predicted(self, track_id: int, frame_index: int) -> np.ndarray:
+        motion = self._motion[track_id]
+        return motion.box + motion.velocity * (frame_index - motion.frame)
+
+    def _new_track(self, box: np.ndarray, frame_index: int, quality: float) -> Track:
+        track_id, self._next_id = self._next_id, self._next_id + 1
+        track = Track(id=track_id, camera=self.camera, box=np.array(box, np.float32), best_quality=quality,
+                      anon_id=f"{self.camera}-t{track_id}", first_frame=frame_index, last_frame=frame_index)
+        if self.confirm_hits <= 1:
+            track.state, track.confirmed_frame = "confirmed", frame_index
+        self._tracks[track_id] = track
+        self._motion[track_id] = _Motion(np.array(box, np.float64), frame_index, embed_frame=frame_index)
+        return track
+
+    def _hit(self, track: Track, box: np.ndarray, frame_index: int, quality: float) -> bool:
+        """Record a matching detection; returns needs_embedding."""
+        motion = self._motion[track.id]
+        box = np.asarray(box, np.float64)
+        if frame_index > motion.frame:
+            velocity = (box - motion.box) / (frame_index - motion.frame)
+            first = track.hits == 1
+            motion.velocity = velocity if first else (
+                VELOCITY_SMOOTHING * velocity + (1 - VELOCITY_SMOOTHING) * motion.velocity)
+        motion.box, motion.frame = box, frame_index
+        track.box = box.astype(np.float32)
+        track.hits += 1
+        track.misses = 0
+        track.last_frame = frame_index
+        track.age = frame_index - track.first_frame
+        if track.state == "lost":
+            track.state = "confirmed"  # only confirmed tracks are kept while lost
+        if track.state == "tentative" and track.hits >= self.confirm_hits:
+            track.state, track.confirmed_frame = "confirmed", frame_index
+        return self._needs_embedding(track, motion, quality, frame_index)
+
+    def _needs_embedding(self, track: Track, motion: _Motion, quality: float, frame_index: int) -> bool:
+        due = (not track.identity_confirmed
+               or quality > track.best_quality + self.reembed_quality_gain
+               or (self.reembed_every > 0 and motion.embed_frame is not None
+                   and frame_index - motion.embed_frame >= self.reembed_every))
+        if due:
+            # Compared with the best face *embedded*, so a slow creep of quality still triggers eventually.
+            track.best_quality = max(track.best_quality, quality)
+            motion.embed_frame = frame_index
+        return due
+
+    def _miss(self, track: Track, frame_index: int) -> bool:
+        """Record a frame without a matching detection; True when the track ends."""
+        track.misses = frame_index - track.last_frame
+        track.age = frame_index - track.first_frame
+        if track.state == "tentative":
+            return True
+        track.state = "lost"
+        return track.misses > self.max_misses
+
+    def _remove(self, track: Track) -> None:
+        self._tracks.pop(track.id, None)
+        self._motion.pop(track.id, None)

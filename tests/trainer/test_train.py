@@ -1,0 +1,177 @@
+"""The training loop end to end on a tiny real crop cache: steps, resume, DDP with 2 gloo ranks, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.core.model_card import load_card
+from pipeline.core.settings import load_config
+from trainer.config import TrainConfig
+from trainer.crops import CropCache
+from trainer.export import export
+from trainer.prepare import prepare
+from trainer.selection import training_indices
+
+REPO = Path(__file__).resolve().parents[2]
+PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon", "Jean_Chretien"]
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(shared_data, tmp_path_factory) -> Path:
+    """112x112 crops of 6 LFW people x 4 images (symlinked tree; nothing copied)."""
+    root = tmp_path_factory.mktemp("tree")
+    for name in PEOPLE:
+        (root / name).mkdir()
+        for image in sorted((shared_data / "lfw" / "images" / name).glob("*.jpg"))[:4]:
+            (root / name / image.name).symlink_to(image)
+    out = tmp_path_factory.mktemp("cache") / "crops"
+    summary = prepare(root, out, size=(112, 112), progress=False)
+    assert summary.crops == 24
+    return out
+
+
+def _config(cache: Path, out: Path, **overrides) -> TrainConfig:
+    data = {"data": {"cache": str(cache)}, "model": {"name": "mobilefacenet"},
+            "batch": {"identities": 3, "images_per_identity": 2}, "optim": {"steps": 4, "warmup_steps": 1},
+            "output": str(out), "log_every": 1, "checkpoint_every": 2, "threads": 1}
+    for key, value in overrides.items():
+        section, leaf = key.split("__")
+        data.setdefault(section, {})[leaf] = value
+    return TrainConfig.model_validate(data)
+
+
+def _run(cfg: TrainConfig, resume: bool = False, until: int | None = None) -> dict:
+    from trainer.train import train
+
+    return train(cfg, resume=resume, until=until)
+
+
+def test_train_writes_weights_logs_and_is_deterministic(tiny_cache, tmp_path):
+    first = _run(_config(tiny_cache, tmp_path / "a"))
+    _run(_config(tiny_cache, tmp_path / "b"))
+    assert first["steps"] == 4 and first["images_per_s"] > 0
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a), "same seed must give the same weights"
+    assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars written"
+    assert (tmp_path / "a" / "config.resolved.yaml").is_file()
+
+
+def test_resume_continues_to_the_same_weights(tiny_cache, tmp_path):
+    straight = _run(_config(tiny_cache, tmp_path / "straight"))
+    _run(_config(tiny_cache, tmp_path / "resumed"), until=2)  # as if stopped after step 2
+    resumed = _run(_config(tiny_cache, tmp_path / "resumed"), resume=True)
+    assert straight["steps"] == resumed["steps"] == 4
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), "resume must land where a straight run does"
+
+
+def test_holdout_folds_remove_their_people(tiny_cache, shared_data, tmp_path):
+    cache = CropCache.open(tiny_cache)
+    cfg = _config(tiny_cache, tmp_path, data__holdout_pairs=str(shared_data / "lfw" / "pairs_shared_folds.txt"),
+                  data__holdout_folds=list(range(1, 8)))
+    # Every person of every fold held out: only people named in no pair may remain.
+    from trainer.selection import holdout_identities
+
+    held = holdout_identities(cfg.data)
+    kept = {cache.identities[label] for label in cache.labels[training_indices(cache, cfg.data)]} \
+        if not set(PEOPLE) <= held else set()
+    assert not kept & held
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_gloo_ranks_gather_before_mining(tiny_cache, tmp_path):
+    """torchrun-style: 2 CPU processes; mining sees both ranks' embeddings, weights stay in sync."""
+    cfg = _config(tiny_cache, tmp_path / "ddp", optim__steps=2)
+    config_file = tmp_path / "ddp.json"
+    config_file.write_text(cfg.model_dump_json())
+    script = (
+        "import json, sys, torch; from trainer.config import TrainConfig; from trainer.train import Trainer;"
+        "from trainer.distributed import DistContext;"
+        "cfg = TrainConfig.model_validate_json(open(sys.argv[1]).read()); ctx = DistContext.from_env();"
+        "t = Trainer(cfg, ctx); rec = t.train_step();"
+        "w = torch.cat([p.detach().flatten() for p in t.model.parameters()]);"
+        "print(json.dumps({'rank': ctx.rank, 'global': rec['batch/global_size'], 'w': float(w.sum())})); ctx.close()"
+    )
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", script, str(config_file)], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    local = cfg.batch.identities * cfg.batch.images_per_identity
+    assert all(r["global"] == 2 * local for r in results), results
+    assert abs(results[0]["w"] - results[1]["w"]) < 1e-4, "DDP ranks must hold the same weights after a step"
+
+
+def test_export_writes_onnx_and_card_with_parity(tiny_cache, tmp_path):
+    run = tmp_path / "run"
+    _run(_config(tiny_cache, run, optim__steps=1))
+    card_path = export(run, tmp_path / "models" / "tiny.onnx", model_id="tiny")
+    card = load_card(card_path)
+    assert card.architecture == "mobilefacenet" and card.input_size == (112, 112)
+    assert card.metrics["export_parity_max_abs_diff"] < 1e-4
+    assert len(card.fingerprint) == 16 and (tmp_path / "models" / "tiny.onnx").is_file()
+
+
+def test_config_rejects_unknown_key_naming_file(tmp_path):
+    from pipeline.core.errors import ConfigError
+
+    path = tmp_path / "train.yaml"
+    path.write_text("data:\n  cache: x\noptim:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.stepz' in .*train.yaml"):
+        load_config(path, model=TrainConfig)
+
+
+def test_cli_export_then_eval_prints_the_protocol_json(tiny_cache, shared_data, tmp_path):
+    """`python -m trainer export` and `eval` as a user runs them (View-1 pairs file, no header)."""
+    run = tmp_path / "run"
+    _run(_config(tiny_cache, run, optim__steps=1))
+    onnx = tmp_path / "cli.onnx"
+    done = subprocess.run([sys.executable, "-m", "trainer", "export", "--run", str(run), "--out", str(onnx)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (shared_data / "lfw" / "pairsDevTest_shared.txt").read_text().splitlines()
+    matched = [line for line in lines if len(line.split()) == 3][:4]
+    mismatched = [line for line in lines if len(line.split()) == 4][:4]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(matched + mismatched) + "\n")
+    done = subprocess.run([sys.executable, "-m", "trainer", "eval", "--pairs", str(pairs), "--images",
+                           str(shared_data / "lfw" / "images"), "--model", str(onnx.with_suffix(".json")),
+                           "--json", "--plot", str(tmp_path / "roc.png")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    for key in ("accuracy", "accuracy_std", "val_at_far", "far", "auc", "threshold", "pairs", "no_detection"):
+        assert key in result, key
+    assert result["pairs"] == 8 and 0.0 <= result["accuracy"] <= 1.0
+    assert (tmp_path / "roc.png").stat().st_size > 10_000
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--config", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "malformed YAML" in done.stderr and "Traceback" not in done.stderr
