@@ -67,25 +67,23 @@ def plural(count: int, noun: str) -> str:
 
 
 # -- set-up -------------------------------------------------------------------------------------------
-def open_store(cfg: AppConfig, args: argparse.Namespace):
+def open_store(cfg: AppConfig, args: argparse.Namespace, fingerprint: str | None = None):
+    """The gallery; with `fingerprint` (the embedder's), refused if it holds another model's templates."""
+    from pipeline.app.services import redis_client
     from pipeline.gallery import GalleryStore
-    from pipeline.redis.connect import connect
 
-    client = connect(args.redis_url or cfg.redis.url, cfg.redis.state_dir)
-    probe = GalleryStore(client, args.gallery)
-    # An existing gallery keeps the dtype it was created with; --dtype only applies to a new one.
-    return GalleryStore(client, args.gallery, dtype=probe.meta().get("dtype") or args.dtype)
+    client = redis_client(cfg, args.redis_url)
+    # An existing gallery keeps the dtype and server index it was created with; these only apply to a new one.
+    return GalleryStore.open(client, args.gallery, fingerprint=fingerprint, dtype_for_new=args.dtype,
+                             server_index_for_new=cfg.gallery.server_index)
 
 
 def make_enroller(cfg: AppConfig, args: argparse.Namespace):
-    from pipeline.detect import detector_from_config
-    from pipeline.recognise.embedder import Embedder
+    from pipeline.app.services import make_detector, make_embedder, quality_gates
     from pipeline.recognise.enrollment import Enroller
-    from pipeline.recognise.quality import QualityGates
 
-    detector = detector_from_config(cfg.detector)
-    embedder = Embedder.from_config(args.model, cfg.engine)
-    return Enroller(detector, embedder, QualityGates.from_config(cfg.quality), largest=args.largest,
+    detector, embedder = make_detector(cfg), make_embedder(cfg, args.model)
+    return Enroller(detector, embedder, quality_gates(cfg), largest=args.largest,
                     video_every=args.video_every, video_max_frames=args.video_max_frames)
 
 
@@ -109,12 +107,8 @@ def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     from pipeline.recognise.enrollment import EnrollmentReport
 
     people_files = plan_add(args)
-    store = open_store(cfg, args)
     enroller = make_enroller(cfg, args)
-    bound = store.fingerprint
-    if bound and bound != enroller.embedder.fingerprint:
-        raise GalleryError(f"gallery {store.gallery!r} holds templates of model {bound}; {args.model} is model "
-                           f"{enroller.embedder.fingerprint} — use that model or another gallery")
+    store = open_store(cfg, args, enroller.embedder.fingerprint)
     outcomes, people = [], []
     total = sum(len(files) for files in people_files.values())
     with tqdm(total=total, unit="file", desc="enrolling", file=sys.stderr, disable=None, leave=False) as bar:

@@ -4,7 +4,8 @@
 #
 # Decision: weights travel as a .pt state dict made here, because the GPU box may lack the `onnx` package:
 #     .venv/bin/python -c "from engines.torch_cuda_engine import export_state_dict as e; \
-#         e('models/facestream-default.json', 'state/models/facestream-default.pt')"
+#         from trainer.models import create_model; \
+#         e('models/facestream-default.json', 'state/models/facestream-default.pt', create_model)"
 # then run with carry=["state/models/facestream-default.pt", "state/gpu_crops.npy"] (the crops are optional:
 # random faces otherwise; the whole crop cache is ~680 MB, over the carry limit, so 256 real crops travel in
 # state/gpu_crops.npy: make it with
@@ -19,6 +20,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np, torch
 from engines.torch_cuda_engine import TorchCudaEngine, read_card
+from trainer.models import create_model  # the architectures: engines/ never imports the trainer itself
 
 out, card_path = Path(sys.argv[1]), Path("models/facestream-default.json")
 card, onnx = read_card(card_path), Path("models/facestream-default.onnx")
@@ -45,7 +47,7 @@ def timed(engine, name, min_s=2.0):
 outputs = {}
 for label, opts in {"torch-cuda-fp16-graphs": {"cuda_graphs": True}, "torch-cuda-fp16-eager": {"cuda_graphs": False}}.items():
     try:
-        eng = TorchCudaEngine(onnx, weights=weights if weights.is_file() else None, **opts)
+        eng = TorchCudaEngine(onnx, create_model, weights=weights if weights.is_file() else None, **opts)
         report["engines"][label] = timed(eng, eng.inputs[0].name)
         outputs[label] = eng.run({eng.inputs[0].name: x[:64]})[eng.outputs[0].name]
     except Exception as exc:

@@ -29,7 +29,6 @@ from pipeline.core.errors import ConfigError, FacestreamError, SourceError
 from pipeline.core.logs import configure_logging
 
 log = logging.getLogger("run")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".tif", ".tiff"}
 EXIT_ERROR = 2
 REPO = Path(__file__).resolve().parent
 
@@ -44,6 +43,8 @@ def split_source(text: str) -> tuple[str | None, str]:
 
 
 def is_image_source(spec: str) -> bool:
+    from pipeline.core.images import IMAGE_SUFFIXES  # here: it loads OpenCV, which --help does not need
+
     path = Path(spec).expanduser()
     return path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -65,15 +66,11 @@ def camera_names(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def image_files(sources: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            files += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise SourceError(f"source {source} does not exist")
-    return files
+    """Photos as given, folders searched recursively for images (the same discovery as enroll.py's)."""
+    from pipeline.core.images import IMAGE_SUFFIXES
+    from pipeline.core.inputs import expand_inputs
+
+    return expand_inputs(sources, IMAGE_SUFFIXES)
 
 
 # -- photos ----------------------------------------------------------------------------------------------
@@ -81,25 +78,16 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
     """Annotated copies of photos (names of recognised people, else the detector score) + detections.json."""
     import time
 
-    from pipeline.app.services import make_detector, make_embedder, open_gallery
+    from pipeline.app.services import face_judge, make_detector, make_embedder, open_live_gallery
     from pipeline.core.images import read_image
     from pipeline.core.settings import save_resolved
-    from pipeline.gallery import GalleryMirror
-    from pipeline.gallery.matcher import Matcher
-    from pipeline.gallery.threshold import choose_far, threshold_from_card
     from pipeline.recognise.photos import recognise_still
-    from pipeline.recognise.quality import QualityGates
-    from pipeline.redis.connect import connect
 
     output = args.output or cfg.demo.output_dir
     files = image_files(sources)
     detector, embedder = make_detector(cfg), make_embedder(cfg, args.model)
-    store = open_gallery(connect(args.redis_url or cfg.redis.url, cfg.redis.state_dir), args.gallery,
-                         embedder.fingerprint)
-    mirror = GalleryMirror(store).start()
-    far = choose_far(embedder.card, cfg.run.far, cfg.run.open_set_far, len(mirror.current()))
-    matcher = Matcher(mirror, threshold_from_card(embedder.card, far, cfg.run.threshold), cfg.run.score)
-    gates = QualityGates.from_config(cfg.quality)
+    gallery = open_live_gallery(cfg, embedder, args.gallery, args.redis_url)
+    judge = face_judge(cfg, embedder)
     output.mkdir(parents=True, exist_ok=True)
     records, started = [], time.perf_counter()
     try:
@@ -110,10 +98,10 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
                 log.warning("%s", exc)
                 records.append({"image": str(path), "error": str(exc)})
                 continue
-            found = recognise_still(image, detector, embedder, matcher, gates)
+            found = recognise_still(image, detector, judge, gallery.matcher)
             records.append(annotate_photo(path, image, output, found))
     finally:
-        mirror.stop()
+        gallery.close()
     (output / "detections.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     save_resolved(cfg, output)
     return {"images": len(records), "faces": sum(r.get("faces", 0) for r in records),

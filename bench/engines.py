@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-import engines.ort_gpu  # noqa: F401  (registers the ORT GPU engines until they are in BUILTIN_MODULES)
 from engines import TensorSpec, create_engine
 from engines.registry import available_engines
 from engines.torch_cuda_engine import build_module, read_card
 from pipeline.core.errors import FacestreamError
 from pipeline.core.logs import configure_logging
+from trainer.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "models" / "facestream-default.json"
@@ -110,7 +110,7 @@ def bench_embedder(names: list[str], batches: list[int], min_seconds: float, thr
     onnx = CARD.parent / card["onnx"]
     crops, source = real_crops(max(batches))
     x = normalise(crops, card)
-    module, input_name, output_name = build_module(CARD)
+    module, input_name, output_name = build_module(CARD, create_model)
     h, w = card["input_size"]
     reference = create_engine("torch", module=module, inputs=[TensorSpec(input_name, ("batch", 3, h, w), np.float32)],
                               outputs=[TensorSpec(output_name, ("batch", card["embedding_dim"]), np.float32)])
@@ -118,6 +118,8 @@ def bench_embedder(names: list[str], batches: list[int], min_seconds: float, thr
     results = {}
     for name in names:
         options = {"threads": threads} if name == "onnxruntime" else {}
+        if name == "torch-cuda":  # the architectures are the trainer's: passed in, never imported by engines/
+            options = {"create_model": create_model}
         try:
             engine = create_engine(name, model_path=onnx, **options)
         except FacestreamError as exc:

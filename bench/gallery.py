@@ -1,6 +1,7 @@
 """Gallery benchmark: enrolment into Redis, memory per template, and search speed/agreement at scale.
 
     python -m bench.gallery --identities 1000000 --json     # one JSON object on stdout (progress on stderr)
+    python -m bench.gallery --crossover 4000,16000,50000 --json   # exact vs ann per size: gallery.search=auto
 
 Synthetic but realistic embeddings: identity centres uniform on the unit sphere in 128-d, each template a
 unit vector at cosine sqrt(genuine) from its centre, so two templates (or a template and a query) of one
@@ -29,6 +30,7 @@ from pipeline.gallery.search import ApproximateSearch, ExactSearch
 
 DIM = 128
 K = 5  # hits per query, as the matcher asks for a few
+MATCHER_K = 32  # what the matcher asks of its search (Matcher's default k): the crossover is measured with it
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,12 @@ def backend_figures(name: str, search, queries: np.ndarray, truth: np.ndarray | 
 
 
 def rows_of(search):
-    return lambda queries: search.search(queries, K).rows[:, 0]
+    return top1(search, K)
+
+
+def top1(search, k: int):
+    """queries -> the best template row of each, from `search` asked for its top `k`."""
+    return lambda queries: search.search(queries, k).rows[:, 0]
 
 
 def numpy_fp32(templates: np.ndarray):
@@ -159,6 +166,24 @@ def search_figures(gallery: SyntheticGallery, args) -> dict:
     out["mirror_bytes_per_template"] = {
         "float32": (snap32.matrix.nbytes + snap32.owner.nbytes) / len(templates),
         "int8": (snap8.matrix.nbytes + snap8.scales.nbytes + snap8.owner.nbytes) / len(templates)}
+    return out
+
+
+def crossover_figures(args) -> dict:
+    """Single-query p50 of exact search (float32 mirror) and of ann at each gallery size of `--crossover`, with
+    the matcher's k: where `gallery.search: auto` should switch from one to the other."""
+    out = {}
+    for size in args.crossover:
+        gallery = synthetic_gallery(size, queries=args.crossover_queries, seed=args.seed)
+        snapshot = local_snapshot(gallery.templates, gallery.owner)
+        exact, truth = timed(top1(ExactSearch(snapshot), MATCHER_K), gallery.queries, 1, f"exact {size}")
+        ann = ApproximateSearch(snapshot, m=args.ann_m, rerank=args.ann_rerank, exact_below=0)
+        began = time.perf_counter()
+        ann.sync(snapshot)
+        build = time.perf_counter() - began
+        approx, rows = timed(top1(ann, MATCHER_K), gallery.queries, 1, f"ann {size}")
+        out[str(size)] = {"exact_p50_ms": exact["p50_ms"], "ann_p50_ms": approx["p50_ms"],
+                          "ann_build_s": round(build, 2), "top1_agreement": round(float(np.mean(rows == truth)), 4)}
     return out
 
 
@@ -240,10 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None, help="default: a private embedded Redis in a temp dir")
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crossover", type=lambda text: [int(n) for n in text.split(",")], default=None,
+                        metavar="N,N,...", help="only time exact vs ann at these gallery sizes (templates)")
+    parser.add_argument("--crossover-queries", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     try:
-        report = run(args)
+        if args.crossover:
+            report = {"crossover": crossover_figures(args), "k": MATCHER_K, "machine": machine_info()}
+        else:
+            report = run(args)
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

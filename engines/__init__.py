@@ -1,6 +1,6 @@
 """Inference backends behind one interface, created by name: `create_engine("onnxruntime", model_path=...)`.
 
-Importing this package is cheap: backends (onnxruntime, torch, later tensorrt/pycuda) load only when an
+Importing this package is cheap: backends (onnxruntime, torch, tensorrt/pycuda) load only when an
 engine that needs them is created. The ONNX exporter lives in `engines.onnx_export` for the same reason.
 """
 

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from engines.base import TensorSpec, is_fixed
+from engines.onnx_graph import onnx_float_dtype, onnx_has_qdq, onnx_input_specs
 from pipeline.core.errors import EngineError, FacestreamError
 from pipeline.core.logs import configure_logging
 
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_CACHE_DIR = Path("~/.cache/facestream/tensorrt")
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 # --- pure logic: versions, keys, paths, shapes, precision decisions --------------------------------------
@@ -199,37 +198,6 @@ def network_mode(
             "fp32 was asked for but the ONNX is fp16; strongly typed networks keep the ONNX's types"
         )
     return NetworkMode(strongly_typed_flag=legacy, legacy_fp16_flag=False)
-
-
-def onnx_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    """Graph inputs that are not initializers, as TensorSpecs (symbolic or missing dims -> None)."""
-    initializers = {init.name for init in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        dims = tuple(
-            d.dim_value if d.HasField("dim_value") else None
-            for d in tensor_type.shape.dim
-        )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        specs.append(TensorSpec(value.name, dims, dtype))
-    return specs
-
-
-def onnx_float_dtype(specs: Sequence[TensorSpec]) -> np.dtype:
-    """The float type of the model's float inputs (fp32 when none are float)."""
-    floats = {spec.dtype for spec in specs if spec.dtype in FLOAT_DTYPES}
-    if len(floats) > 1:
-        raise EngineError(
-            f"inputs mix float types {sorted(map(str, floats))}; cannot tell the model's precision"
-        )
-    return next(iter(floats), np.dtype(np.float32))
-
-
-def onnx_has_qdq(model: onnx.ModelProto) -> bool:
-    return any(node.op_type in QDQ_OPS for node in model.graph.node)
 
 
 def cached_plan(path: Path, build: Callable[[], bytes]) -> Path:

@@ -1,12 +1,10 @@
 """Engines created by name, timm-style: `create_engine("onnxruntime", model_path=...)`.
 
 Built-in engines live in their own modules and are imported only when asked for, so `import engines` never
-pulls in torch, onnxruntime or (later) tensorrt/pycuda, and a machine missing one backend can still use the
+pulls in torch, onnxruntime, tensorrt or pycuda, and a machine missing one backend can still use the
 others. A registered engine class may define `is_available() -> bool` (a classmethod) to say whether its
 backend works on this machine; `available_engines()` reports the names that import and say yes.
-
-Seam for `engine: auto` (a later issue): it will pick from `available_engines()` in a preference order; it is
-deliberately not a registered name today, so asking for it fails loudly like any unknown name.
+`engine: auto` is not a registered name: `engines.selection.choose_engine` resolves it to one of these.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from pipeline.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-# name -> module that registers it on import. Add "tensorrt": "engines.tensorrt_engine" here when it lands.
+# name -> module that registers it on import.
 BUILTIN_MODULES: dict[str, str] = {
     "onnxruntime": "engines.onnxruntime_engine",
     "torch": "engines.torch_engine",

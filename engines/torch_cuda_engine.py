@@ -6,6 +6,9 @@ without bias becomes `MatMul(x, W^T)` with an anonymous initializer (`onnx::MatM
 `<module>.weight` is looked up as the B input of the node named `/<module path>/MatMul` (or `/Gemm`) and
 transposed back. Every state-dict entry must be filled, with the right shape, or loading fails.
 
+The architectures themselves are the trainer's: callers pass its `create_model` (architecture name -> module),
+so engines/ never imports the trainer.
+
 Machines without the `onnx` package (a bare GPU box) load a `.pt` made by `export_state_dict` instead; it
 records the ONNX fingerprint it came from, and a mismatch with the card is refused.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ from pipeline.core.errors import EngineError
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS = (1, 16, 64, 256)
+CreateModel = Callable[[str], torch.nn.Module]  # architecture name (the card's `architecture`) -> fresh module
 STATE_DICT_FORMAT = "facestream-torch-weights"
 
 
@@ -77,14 +81,11 @@ def onnx_weights(onnx_path: Path, names: Sequence[str]) -> tuple[dict[str, np.nd
     return weights, graph_inputs[0], model.graph.output[0].name
 
 
-def build_module(card_path: str | Path, weights: str | Path | None = None) -> tuple[torch.nn.Module, str, str]:
-    """The card's architecture with its exported weights (from the ONNX, or from a `.pt` made here), fp32, CPU.
-
-    Returns (module, input name, output name).
+def build_module(card_path: str | Path, create_model: CreateModel,
+                 weights: str | Path | None = None) -> tuple[torch.nn.Module, str, str]:
+    """The card's architecture, made by `create_model`, with its exported weights (from the ONNX, or from a
+    `.pt` made here), fp32, CPU. Returns (module, input name, output name).
     """
-    import trainer.models  # noqa: F401  (registers every architecture)
-    from trainer.models.registry import create_model
-
     card_path = Path(card_path)
     card = read_card(card_path)
     module = create_model(card["architecture"]).eval()
@@ -117,9 +118,9 @@ def _check_weights(expected: dict[str, torch.Tensor], found: dict[str, np.ndarra
         raise EngineError(f"weights for {source} have wrong shapes (expected, found): {wrong}")
 
 
-def export_state_dict(card_path: str | Path, out: str | Path) -> Path:
+def export_state_dict(card_path: str | Path, out: str | Path, create_model: CreateModel) -> Path:
     """Write the card's weights (read from its ONNX) as a `.pt` for machines without the onnx package."""
-    module, input_name, output_name = build_module(card_path)
+    module, input_name, output_name = build_module(card_path, create_model)
     payload = {
         "format": STATE_DICT_FORMAT,
         "fingerprint": read_card(Path(card_path))["fingerprint"],
@@ -138,8 +139,9 @@ class TorchCudaEngine(ClosingEngine):
     """The card's torch module on CUDA (FP16 by default), same interface as the ONNX Runtime engine.
 
     `model_path`: the ONNX file (its card is the `.json` beside it unless `card_path` says otherwise).
-    `weights`: a `.pt` from `export_state_dict` instead of the ONNX's initializers. `device="cpu"`,
-    `fp16=False`, `cuda_graphs=False` give an fp32 CPU run of the same module (how the tests check weights).
+    `create_model`: architecture name -> module (the trainer's `trainer.models.create_model`). `weights`: a
+    `.pt` from `export_state_dict` instead of the ONNX's initializers. `device="cpu"`, `fp16=False`,
+    `cuda_graphs=False` give an fp32 CPU run of the same module (how the tests check weights).
     """
 
     name = "torch-cuda"
@@ -147,6 +149,7 @@ class TorchCudaEngine(ClosingEngine):
     def __init__(
         self,
         model_path: str | Path,
+        create_model: CreateModel,
         card_path: str | Path | None = None,
         weights: str | Path | None = None,
         device: str = "cuda",
@@ -164,7 +167,8 @@ class TorchCudaEngine(ClosingEngine):
         if not batch_buckets or any(b < 1 for b in batch_buckets):
             raise EngineError(f"batch_buckets must be positive batch sizes, got {tuple(batch_buckets)}")
         card = read_card(card_path)
-        module, input_name, output_name = build_module(card_path, weights if weights is not None else self.model_path)
+        weights = weights if weights is not None else self.model_path
+        module, input_name, output_name = build_module(card_path, create_model, weights)
         self.dtype = torch.float16 if fp16 else torch.float32
         self._module: torch.nn.Module | None = module.to(self.device, self.dtype).eval()
         height, width = card["input_size"]

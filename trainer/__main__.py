@@ -18,14 +18,16 @@ log = logging.getLogger("trainer")
 
 
 def _prepare(args) -> dict:
+    from pipeline.detect import MTCNN
     from trainer.export import model_template
     from trainer.models import model_preprocess
     from trainer.prepare import prepare
 
     size = model_preprocess(args.model).input_size
     summary = prepare(args.root, args.out, size=size, template=model_template(args.model),
-                      min_face_size=args.min_face_size, fallback=args.fallback,
-                      fallback_fraction=args.fallback_fraction)
+                      fallback=args.fallback,
+                      fallback_fraction=args.fallback_fraction,
+                      detector=MTCNN(min_face_size=args.min_face_size, engine="torch"))
     return summary.__dict__ if hasattr(summary, "__dict__") else dict(summary._asdict())
 
 
@@ -38,13 +40,14 @@ def _train(args) -> dict:
 
 
 def _eval(args) -> dict:
+    from pipeline.detect import MTCNN
     from pipeline.recognise.embedder import Embedder
     from trainer.evaluate import evaluate
     from trainer.pairs import parse_folds
     from trainer.plots import plot_evaluation
 
     embedder = Embedder(args.model, threads=args.threads)
-    result = evaluate(args.pairs, args.images, embedder.embed, size=embedder.size, template=embedder.template,
+    result = evaluate(args.pairs, args.images, embedder.embed, MTCNN(), size=embedder.size, template=embedder.template,
                       folds=parse_folds(args.folds) if args.folds else None, far=args.far, roc=bool(args.plot))
     result["model"] = embedder.card.model_id
     result["fingerprint"] = embedder.fingerprint

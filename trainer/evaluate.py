@@ -39,24 +39,21 @@ EmbedFn = Callable[[np.ndarray], np.ndarray]
 LFW_FALLBACK_FRACTION = 0.6
 
 
-def evaluate(pairs_file: str | Path, images_dir: str | Path, embed_fn: EmbedFn, detector: Detector | None = None,
+def evaluate(pairs_file: str | Path, images_dir: str | Path, embed_fn: EmbedFn, detector: Detector,
              size: tuple[int, int] = (160, 160), template: np.ndarray | None = None, folds=None, *,
              far: float = 1e-3, n_folds: int = 10, batch_size: int = 64, detect_batch_size: int = 16,
              fallback_fraction: float = LFW_FALLBACK_FRACTION, roc: bool = False, progress: bool = True) -> dict:
     """Verification metrics of `embed_fn` on the pairs of `pairs_file` (only `folds`, 1-based, if given).
 
     `embed_fn(crops)` takes (N, h, w, 3) uint8 RGB crops and returns (N, D) float embeddings (rows are
-    normalised here, so cosine similarity is the score). `detector` defaults to MTCNN's defaults. Accuracy
+    normalised here, so cosine similarity is the score). `detector` finds the faces (e.g. MTCNN(); the trainer does not import
+    pipeline.detect itself). Accuracy
     is k-fold over the file's folds, or over `n_folds` stratified folds when only one fold is left (View 1).
     `roc=True` adds the ROC curve (`roc`: far, tar, thresholds) and the raw `scores`/`labels` for plotting.
     An image that cannot be read raises SourceError: every pair must be scored, so none is skipped.
     """
     started = time.perf_counter()
     pairs = read_pairs(pairs_file, images_dir, folds)
-    if detector is None:
-        from pipeline.detect import MTCNN
-
-        detector = MTCNN()
     cropper = FaceCropper(detector, size, template, fallback="centre", fallback_fraction=fallback_fraction)
     images = list(dict.fromkeys(path for pair in pairs for path in (pair.first, pair.second)))
     embeddings, no_detection = _embed_images(images, cropper, embed_fn, batch_size, detect_batch_size, progress)

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from pipeline.core.errors import ConfigError, EngineError, SourceError
 from pipeline.core.faces import Faces
+from pipeline.core.images import IMAGE_SUFFIXES
 from trainer.crops import CropCache, CropWriter, cache_fingerprint
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp"})
 FALLBACKS = ("centre", "none")
 
 
@@ -174,24 +174,20 @@ def detector_settings(detector: Detector) -> dict[str, Any]:
 
 
 def prepare(root: str | Path, out: str | Path, size: tuple[int, int] = (160, 160),
-            template: np.ndarray | None = None, min_face_size: float = 20, fallback: str = "centre", *,
-            thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), scale_factor: float = 0.709,
-            engine: str = "torch", detector: Detector | None = None, fallback_fraction: float = 1.0,
+            template: np.ndarray | None = None, fallback: str = "centre", *,
+            detector: Detector, fallback_fraction: float = 1.0,
             batch_size: int = 16, chunk_size: int = 256, limit: int | None = None,
             progress: bool = True) -> PrepareSummary:
     """Build (or resume, or just report) the crop cache of the image tree `root` in the folder `out`.
 
-    `detector` overrides the MTCNN built from `min_face_size`/`thresholds`/`scale_factor`/`engine`.
+    `detector` finds the faces (the caller builds it, e.g. MTCNN(engine="torch"): the trainer imports only
+    the kernel of pipeline/, docs/architecture.md).
     `limit` stops after that many more images (committed, not finalised): a re-run continues from there.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     root, out = Path(root), Path(out)
     tree = scan_tree(root)
-    if detector is None:
-        from pipeline.detect import MTCNN
-
-        detector = MTCNN(min_face_size=min_face_size, thresholds=thresholds, scale_factor=scale_factor, engine=engine)
     cropper = FaceCropper(detector, size, template, fallback, fallback_fraction)
     settings = {"template": cropper.template.round(4).tolist(),
                 "detector": detector_settings(detector), "fallback": fallback,
@@ -209,7 +205,7 @@ def prepare(root: str | Path, out: str | Path, size: tuple[int, int] = (160, 160
             bar.update(len(batch))
     writer.commit()
     complete = writer.next_source == len(tree.paths)
-    counts = writer.finalise({"root": str(root), "engine": engine}).counts if complete else writer.counts
+    counts = writer.finalise({"root": str(root), "engine": getattr(detector, "engine", None)}).counts if complete else writer.counts
     summary = _summary(out, counts, complete)
     log.info("prepare %s -> %s: %s", root, out, summary)
     return summary

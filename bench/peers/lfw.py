@@ -83,6 +83,7 @@ def facestream_lfw(pairs: list[Pair], pairs_file: Path, folds: list[int] | None,
                    threads: int) -> dict:
     """The card's evaluation plus embed timing: of `folds` of `pairs_file` (then `pairs` must be exactly those),
     or, with `folds=None`, of `pairs` through a temporary pairs file (a --quick subset)."""
+    from pipeline.detect import MTCNN
     from pipeline.recognise.embedder import Embedder
 
     embedder = Embedder(model, threads=threads)
@@ -91,7 +92,7 @@ def facestream_lfw(pairs: list[Pair], pairs_file: Path, folds: list[int] | None,
         if folds is None:  # a subset: evaluate reads pairs from a file
             pairs_file = write_pairs_file(pairs, Path(tmp) / "pairs.txt")
         result = evaluate(pairs_file, images, stopwatch, size=embedder.size, template=embedder.template,
-                          folds=folds, progress=True)
+                          folds=folds, detector=MTCNN(), progress=True)
     return {**{k: result[k] for k in REPORT_KEYS}, "pairs": result["pairs"], "images": result["images"],
             "no_detection": result["no_detection"], "threshold": result["threshold"],
             "embed": {"faces": stopwatch.items, "faces_per_s": round(stopwatch.items / stopwatch.wall, 1),

@@ -43,11 +43,10 @@ def enrol(store, enroller, name: str, files: list[Path]) -> bool:
 def churn(settings: dict, ready, stop, results) -> None:
     """The churn process: the Hamilton pair, then add/remove LFW people until `stop` is set."""
     from pipeline.app.config import load_app_config
-    from pipeline.app.services import make_detector, make_embedder, set_threads
+    from pipeline.app.services import make_detector, make_embedder, quality_gates, set_threads
     from pipeline.core.logs import configure_logging
     from pipeline.gallery import GalleryStore
     from pipeline.recognise.enrollment import Enroller
-    from pipeline.recognise.quality import QualityGates
     from pipeline.redis.connect import connect
 
     configure_logging("WARNING")
@@ -55,7 +54,7 @@ def churn(settings: dict, ready, stop, results) -> None:
     set_threads()
     store = GalleryStore(connect(cfg.redis.url, cfg.redis.state_dir), GALLERY)
     enroller = Enroller(make_detector(cfg), make_embedder(cfg, Path(settings["model"])),
-                        QualityGates.from_config(cfg.quality), largest=True)
+                        quality_gates(cfg), largest=True)
     store.clear()
     for name, files in PEOPLE.items():
         if not enrol(store, enroller, name, files):

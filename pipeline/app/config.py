@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.core.settings import Section, load_config
 
@@ -70,6 +70,12 @@ class SourceConfig(Section):
     stall_seconds: float = Field(5.0, gt=0, description="s without a frame from a stream")
     realtime: bool = False  # files: deliver at the file's frame rate instead of as fast as consumed
 
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> SourceConfig:
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError(f"backoff_initial ({self.backoff_initial}) exceeds backoff_max ({self.backoff_max})")
+        return self
+
 
 class TrackerConfig(Section):
     iou_threshold: float = Field(0.3, gt=0, le=1)
@@ -85,6 +91,13 @@ class VotingConfig(Section):
     min_share: float = Field(0.6, gt=0, le=1, description="of the votes in the window")
     debounce_frames: int = Field(30, ge=0, description="frames between two confirmations of a track")
 
+    @model_validator(mode="after")
+    def _confirmable(self) -> VotingConfig:
+        if self.min_votes > self.window:
+            raise ValueError(f"min_votes ({self.min_votes}) cannot exceed the window ({self.window}): "
+                             "nothing would confirm")
+        return self
+
 
 class EventsConfig(Section):
     jsonl: Path | None = None  # append events to this file; None: no file
@@ -92,6 +105,20 @@ class EventsConfig(Section):
     stream_maxlen: int = Field(100_000, ge=1, description="approximate cap of the stream")
     buffer_size: int = Field(10_000, ge=1, description="events held while Redis is unreachable")
     include_crops: bool = False  # JPEG face crop (base64) in each event
+
+
+class GalleryConfig(Section):
+    """How a worker searches its gallery (pipeline/gallery/search.py); the matcher on top is the same for all."""
+
+    # auto: exact below `exact_below` templates, ann from there (checked at every search, so a gallery that grows
+    # during a run switches). Measured with `python -m bench.gallery --crossover` (2 cores, 1 query, k=32): exact
+    # costs 0.16 ms at 16k templates, 0.94 ms at 50k, 5-10 ms at 256k, while ann stays at 0.1-0.3 ms; below 50k
+    # exact is under a millisecond per face, has no index to train (0.3 s, once) and is exact by construction.
+    # server: Redis 8 VSIM on the gallery's vector set, nothing searched locally (the gallery needs server_index).
+    search: Literal["auto", "exact", "ann", "server"] = "auto"
+    exact_below: int = Field(50_000, ge=0, description="templates; where search=auto switches from exact to ann")
+    # New galleries (enroll.py) also keep their templates in a Redis vector set: what search=server searches.
+    server_index: bool = False
 
 
 class RunConfig(Section):
@@ -130,6 +157,7 @@ class AppConfig(Section):
     tracker: TrackerConfig = TrackerConfig()
     voting: VotingConfig = VotingConfig()
     events: EventsConfig = EventsConfig()
+    gallery: GalleryConfig = GalleryConfig()
     demo: DemoConfig = DemoConfig()
 
 

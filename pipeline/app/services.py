@@ -1,34 +1,113 @@
-"""The composition root: config -> detector, embedder, gallery; used by every entry point."""
+"""The composition root: config -> detector, embedder, gallery, matcher, gates, voter, trackers, sources.
+
+Every entry point builds its parts here (run.py, enroll.py, bench/, the console and workers to come), so a
+section of the config is read in one place and the algorithms below it see plain values only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.app.config import AppConfig
-from pipeline.core.errors import GalleryError
-from pipeline.detect import MTCNN, detector_from_config
-from pipeline.gallery import GalleryStore
+from engines.selection import choose_engine
+from pipeline.app.config import AppConfig, GalleryConfig
+from pipeline.detect import MTCNN
+from pipeline.gallery import GalleryMirror, GalleryStore
+from pipeline.gallery.matcher import Matcher
+from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
+from pipeline.gallery.threshold import choose_far, threshold_from_card
 from pipeline.recognise.embedder import Embedder
+from pipeline.recognise.judge import FaceJudge
+from pipeline.recognise.quality import QualityGates
+from pipeline.redis.connect import connect
+from pipeline.video.sources import FrameSource
+from pipeline.video.tracker import IouTracker
+from pipeline.video.voting import IdentityVoter
 
 
-def make_embedder(cfg: AppConfig, model: Path) -> Embedder:
-    return Embedder.from_config(model, cfg.engine, batch_size=cfg.run.embed_batch)
+def make_embedder(cfg: AppConfig, model: Path, batch_size: int | None = None) -> Embedder:
+    """The embedder the `engine` section asks for ("auto": the fastest that works here, logged)."""
+    engine = cfg.engine
+    name = choose_engine() if engine.name == "auto" else engine.name
+    if name == "onnxruntime":
+        # One intra-op thread by default: detection and recognition each keep one core busy.
+        options = {"providers": engine.providers, "allow_fallback": engine.allow_fallback,
+                   "threads": engine.threads or 1}
+    elif name.startswith("onnxruntime-"):
+        options = {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
+    elif name == "torch-cuda":
+        # The engine rebuilds the card's architecture in torch; engines/ may not import the trainer that owns them.
+        from trainer.models import create_model
+
+        options = {"create_model": create_model}
+    else:
+        options = {}
+    return Embedder(model, name, batch_size=batch_size or cfg.run.embed_batch, **options)
 
 
 def make_detector(cfg: AppConfig, min_face_size: int | None = None) -> MTCNN:
-    return detector_from_config(cfg.detector, min_face_size)
+    """The MTCNN the `detector` section describes; `min_face_size` overrides it (run.min_face_size)."""
+    d = cfg.detector
+    return MTCNN(min_face_size=min_face_size or d.min_face_size, thresholds=d.thresholds,
+                 scale_factor=d.scale_factor, engine=d.engine, max_side=d.max_side, threads=d.threads,
+                 pyramid=d.pyramid)
+
+
+def redis_client(cfg: AppConfig, url: str | None = None):
+    """A client for `url` (a CLI's --redis-url), else `redis.url`, else the embedded server under `redis.state_dir`."""
+    return connect(url or cfg.redis.url, cfg.redis.state_dir)
 
 
 def open_gallery(client, gallery: str, fingerprint: str) -> GalleryStore:
-    store = GalleryStore(client, gallery)
-    meta = store.meta()
-    if meta.get("dtype"):
-        store = GalleryStore(client, gallery, dtype=meta["dtype"])
-    bound = meta.get("fingerprint")
-    if bound and bound != fingerprint:
-        raise GalleryError(f"gallery {gallery!r} holds templates of model {bound}, but the embedder is model "
-                           f"{fingerprint}: use the gallery's model (--model) or re-enrol into another gallery")
-    return store
+    """The gallery as it was created; GalleryError if it holds templates of another model than the embedder's."""
+    return GalleryStore.open(client, gallery, fingerprint=fingerprint)
+
+
+def make_search(cfg: GalleryConfig, mirror: GalleryMirror, store: GalleryStore) -> Search:
+    """The search backend `gallery.search` names: over the mirror (exact, ann, auto) or in Redis (server)."""
+    if cfg.search == "server":
+        return ServerSearch.of_store(store)
+    if cfg.search == "exact":
+        return ExactSearch(mirror)
+    if cfg.search == "ann":
+        return ApproximateSearch(mirror)
+    return ApproximateSearch(mirror, exact_below=cfg.exact_below)  # auto: exact until the gallery is that large
+
+
+def make_matcher(cfg: AppConfig, mirror: GalleryMirror, store: GalleryStore, threshold: float) -> Matcher:
+    """The open-set matcher over the configured search, scoring identities as `run.score` says."""
+    return Matcher(make_search(cfg.gallery, mirror, store), threshold, score=cfg.run.score)
+
+
+@dataclass
+class LiveGallery:
+    """A gallery as a recognising program reads it: the store, its in-memory mirror (following Redis), the
+    open-set operating point chosen for its size, and the matcher over the configured search."""
+
+    client: object
+    store: GalleryStore
+    mirror: GalleryMirror
+    far: str
+    threshold: float
+    matcher: Matcher
+
+    def close(self) -> None:
+        self.mirror.stop()
+
+
+def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_url: str | None = None) -> LiveGallery:
+    """Connect, open `gallery` for `embedder`'s model, start its mirror, and build the matcher (`run` section)."""
+    client = redis_client(cfg, redis_url)
+    store = open_gallery(client, gallery, embedder.fingerprint)
+    mirror = GalleryMirror(store).start()
+    try:
+        far = choose_far(embedder.card, cfg.run.far, cfg.run.open_set_far, len(mirror.current()))
+        threshold = threshold_from_card(embedder.card, far, cfg.run.threshold)
+        return LiveGallery(client, store, mirror, far, threshold, make_matcher(cfg, mirror, store, threshold))
+    except BaseException:
+        mirror.stop()
+        raise
 
 
 def set_threads() -> None:
@@ -36,3 +115,27 @@ def set_threads() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+# -- the algorithms' settings: each config section, already validated, passed on as plain values ----------
+def quality_gates(cfg: AppConfig) -> QualityGates:
+    return QualityGates(**cfg.quality.model_dump())
+
+
+def face_judge(cfg: AppConfig, embedder: Embedder) -> FaceJudge:
+    return FaceJudge(embedder, quality_gates(cfg))
+
+
+def identity_voter(cfg: AppConfig) -> IdentityVoter:
+    return IdentityVoter(**cfg.voting.model_dump())
+
+
+def tracker_factory(cfg: AppConfig) -> Callable[[str], IouTracker]:
+    """camera -> a new tracker for it, with the `tracker` section's settings."""
+    settings = cfg.tracker.model_dump()
+    return lambda camera: IouTracker(**settings, camera=camera)
+
+
+def frame_sources(cfg: AppConfig, sources: Sequence[tuple[str, str]], **kwargs) -> list[FrameSource]:
+    """One `FrameSource` per (camera, spec) with the `sources` section's settings; `kwargs` e.g. an opener."""
+    return [FrameSource(spec, camera, **cfg.sources.model_dump(), **kwargs) for camera, spec in sources]

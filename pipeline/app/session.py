@@ -8,20 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.app.config import AppConfig
-from pipeline.app.services import make_detector, make_embedder, open_gallery
+from pipeline.app.services import (
+    face_judge,
+    frame_sources,
+    identity_voter,
+    make_detector,
+    make_embedder,
+    open_live_gallery,
+    tracker_factory,
+)
 from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
-from pipeline.gallery import GalleryMirror
-from pipeline.gallery.matcher import Matcher
-from pipeline.gallery.threshold import choose_far, threshold_from_card
 from pipeline.recognise.embedder import DEFAULT_MODEL
-from pipeline.recognise.quality import QualityGates
 from pipeline.redis.connect import connect
 from pipeline.video.metrics import MetricsServer, StageMetrics
 from pipeline.video.output import VideoOutput
 from pipeline.video.runner import Runner
-from pipeline.video.sources import FrameSource, SourceGroup, source_kind
+from pipeline.video.sources import SourceGroup, source_kind
 from pipeline.video.stages import DetectStage, RecogniseStage
-from pipeline.video.voting import IdentityVoter
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +65,18 @@ class Session:
         self._closers.append(self.output.close)
         self.embedder = make_embedder(cfg, opts.model)
         self.detector = make_detector(cfg, run.min_face_size)
-        self.client = connect(opts.redis_url or cfg.redis.url, cfg.redis.state_dir)
-        self.store = open_gallery(self.client, opts.gallery, self.embedder.fingerprint)
-        self.mirror = GalleryMirror(self.store).start()
-        self._closers.append(self.mirror.stop)
-        self.far = choose_far(self.embedder.card, run.far, run.open_set_far, len(self.mirror.current()))
-        self.threshold = threshold_from_card(self.embedder.card, self.far, run.threshold)
-        matcher = Matcher(self.mirror, self.threshold, score=run.score)
+        self.gallery = open_live_gallery(cfg, self.embedder, opts.gallery, opts.redis_url)
+        self._closers.append(self.gallery.close)
+        self.client, self.store, self.mirror = self.gallery.client, self.gallery.store, self.gallery.mirror
+        self.far, self.threshold, matcher = self.gallery.far, self.gallery.threshold, self.gallery.matcher
         self.bus = EventBus(self._sinks(), include_crops=opts.save_crops or cfg.events.include_crops)
         self._closers.append(self.bus.close)
-        self.group = SourceGroup([FrameSource.from_config(spec, camera, cfg.sources) for camera, spec in opts.sources])
+        self.group = SourceGroup(frame_sources(cfg, opts.sources))
         if self.output.path is not None and not run.video_fps:
             self.output.fps = _source_fps(opts.sources)
         detect = DetectStage(self.detector, run.detect_every, self.metrics)
-        self.recognise = RecogniseStage(self.embedder, matcher, QualityGates.from_config(cfg.quality), self.bus,
-                                        self.metrics, cfg.tracker, IdentityVoter.from_config(cfg.voting),
+        self.recognise = RecogniseStage(face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
+                                        tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops)
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
                              run.batch_wait_s, opts.max_frames)
@@ -106,8 +106,8 @@ class Session:
 
     def run(self) -> dict:
         if len(self.mirror.current()) == 0:
-            log.warning("gallery %r is empty: every face will be unknown (enrol people with enroll.py)",
-                        self.store.gallery)
+            log.warning("gallery %r is empty: every face is unknown until someone is enrolled (enroll.py); "
+                        "this run matches them from then on", self.store.gallery)
         self.metrics.started = time.perf_counter()  # fps over the streaming, not the model loading
         self.runner.run()
         return self.summary()

@@ -18,6 +18,11 @@ from pipeline.core.errors import SourceError
 
 log = logging.getLogger(__name__)
 
+# What a folder search counts as a still image or a video (pipeline.core.inputs); a file named explicitly is
+# tried whatever its extension. Upper-case extensions match too: compare `suffix.lower()`.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
+
 # A decompression bomb (a few kB of PNG declaring 30,000 x 30,000 pixels) would make the decoder allocate
 # gigabytes; the header is checked against this before decoding. 100 MP is past any camera's photo.
 MAX_PIXELS = 100_000_000

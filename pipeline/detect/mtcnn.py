@@ -20,8 +20,8 @@ import numpy as np
 from pipeline.core.errors import EngineError
 from pipeline.core.faces import Faces
 from pipeline.detect.boxes import batched_nms, crop_patches, regress, square
-from pipeline.detect.engine_nets import NetRunner, OnnxNet, TorchNet
 from pipeline.detect.export import DEFAULT_MODEL_DIR, cached_onnx
+from pipeline.detect.net_engines import NetEngine
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +179,12 @@ class MTCNN:
         self.pnet, self.rnet, self.onet = self._runners(engine, device, Path(model_dir), threads)
 
     @staticmethod
-    def _runners(engine: str, device: str, model_dir: Path, threads: int) -> list[NetRunner]:
+    def _runners(engine: str, device: str, model_dir: Path, threads: int) -> list[NetEngine]:
         if engine == "torch":
-            return [TorchNet(name, device) for name in ("pnet", "rnet", "onet")]
+            return [NetEngine.torch(name, device) for name in ("pnet", "rnet", "onet")]
         if engine == "onnxruntime":
             paths = cached_onnx(model_dir)
-            return [OnnxNet(name, paths[name], device, threads) for name in ("pnet", "rnet", "onet")]
+            return [NetEngine.onnx(name, paths[name], device, threads) for name in ("pnet", "rnet", "onet")]
         raise EngineError(f"unknown MTCNN engine {engine!r}; expected one of {ENGINES}")
 
     def detect_one(self, image: np.ndarray) -> Faces:

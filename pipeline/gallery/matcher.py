@@ -14,12 +14,13 @@ identity with a template in the top k.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from pipeline.core.errors import GalleryError
-from pipeline.gallery.search import ExactSearch, Hits, check_queries, decode_rows
+from pipeline.gallery.search import Hits, Labels, Search, check_queries, decode_rows
+from pipeline.gallery.snapshot import Snapshot
 
 Score = Literal["max", "mean_top2"]
 # Lowest cosine similarity: what an empty gallery scores, so every face there is unknown.
@@ -37,22 +38,25 @@ class Match:
 
 
 class Matcher:
-    """`Matcher(mirror | snapshot | search, threshold).match(embeddings) -> [Match, ...]`.
+    """`Matcher(ExactSearch(mirror), threshold).match(embeddings) -> [Match, ...]`.
 
-    A mirror or Snapshot gets the exact search; a mirror is read at every call (`mirror.current()`),
-    so identities enrolled a moment ago are matched.
+    The search backend (exact, ann or server: search.py) is the caller's choice. A search over a mirror reads
+    it at every call, so identities enrolled a moment ago are matched.
     """
 
-    def __init__(self, source: Any, threshold: float, score: Score = "max", k: int = 32):
+    def __init__(self, search: Search, threshold: float, score: Score = "max", k: int = 32):
+        if not isinstance(search, Search):
+            raise GalleryError(f"the matcher needs a search backend (e.g. ExactSearch(mirror)), "
+                               f"got {type(search).__name__}")
         if score not in ("max", "mean_top2"):
             raise GalleryError(f"score must be 'max' or 'mean_top2', got {score!r}")
         if k < 2:
             raise GalleryError(f"k must be at least 2 (best and runner-up), got {k}")
-        self.search = source if hasattr(source, "search") else ExactSearch(source)
+        self.search = search
         self.threshold = float(threshold)
         self.score = score
         self.k = k
-        self._rows_of: tuple[Any, np.ndarray, np.ndarray] | None = None  # (labels, order, starts)
+        self._rows_of: tuple[Snapshot, np.ndarray, np.ndarray] | None = None  # (snapshot, order, starts)
 
     def match(self, embeddings: np.ndarray) -> list[Match]:
         queries = check_queries(embeddings)
@@ -102,10 +106,10 @@ class Matcher:
             return {owner: values[0] for owner, values in seen.items()}
         return {owner: self._mean_top2(hits.labels, owner, values, query) for owner, values in seen.items()}
 
-    def _mean_top2(self, labels: Any, owner: int, values: list[float], query: np.ndarray) -> float:
+    def _mean_top2(self, labels: Labels, owner: int, values: list[float], query: np.ndarray) -> float:
         if len(values) >= 2:
             return (values[0] + values[1]) / 2.0
-        if not hasattr(labels, "matrix"):  # server labels: only the hits are known
+        if not isinstance(labels, Snapshot):  # server labels: only the hits are known
             return values[0]
         rows = self._rows_of_identity(labels, owner)
         if len(rows) < 2:
@@ -114,7 +118,7 @@ class Matcher:
         top = np.sort(sims)[-2:]
         return float(top.mean())
 
-    def _rows_of_identity(self, labels: Any, owner: int) -> np.ndarray:
+    def _rows_of_identity(self, labels: Snapshot, owner: int) -> np.ndarray:
         """Template rows of one identity, from an owner-sorted index built once per snapshot."""
         if self._rows_of is None or self._rows_of[0] is not labels:
             order = np.argsort(labels.owner, kind="stable")

@@ -85,7 +85,7 @@ def import_gallery(store: GalleryStore, path: str | Path) -> ImportResult:
     fingerprint, dim, people = read_gallery_file(path)
     if not people:
         return ImportResult(0, 0, 0, 0)
-    store._bind(store.meta(), dim, fingerprint)  # raises on a model/dim/dtype mismatch before any write
+    store.bind(store.meta(), dim, fingerprint)  # raises on a model/dim/dtype mismatch before any write
     created = added = duplicates = 0
     for person in people:
         result = store.import_identity(person.name, person.templates, person.template_ids, fingerprint,

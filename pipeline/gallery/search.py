@@ -3,7 +3,7 @@
 Every backend answers `search(queries (M, dim) float32, k) -> Hits`: per query the k best template rows
 (descending similarity) and the labels (owner row -> identity) those rows refer to. Backends, by name:
 
-- `exact` (default): `queries @ matrix.T` over the mirror's current Snapshot, top-k by `np.argpartition`.
+- `exact`: `queries @ matrix.T` over the mirror's current Snapshot, top-k by `np.argpartition`.
   int8 snapshots are decoded once into a float32 copy per snapshot (`decode="copy"`, +512 B/template):
   at 1M x 128 on 2 busy cores a query took 58 ms (p50) against the copy and 147 ms decoding 64k-row
   blocks on the fly (up to 1.2 s when the cores were contended), because NumPy's cast is a separate
@@ -13,38 +13,56 @@ Every backend answers `search(queries (M, dim) float32, k) -> Hits`: per query t
   `IndexIVFPQFastScan` when `nlist > 0`) proposes `rerank` candidates, which are re-scored exactly from the
   snapshot's own rows, so reported similarities equal the exact ones. Built from a Snapshot; new rows
   appended to the mirror are added incrementally, any other change re-adds every row to the already
-  trained index (training repeats only when the gallery has grown 8x since the last training).
+  trained index (training repeats only when the gallery has grown 8x since the last training). Below
+  `exact_below` templates it searches exactly (the index is built on first need), so a large `exact_below` makes
+  it "exact while small, approximate once large".
 - `server`: Redis 8 vector sets (`VSIM key FP32 <blob> WITHSCORES COUNT k`) for galleries too large to
   mirror. VSIM reports (1 + cos) / 2; hits are converted back to cosine.
+
+The matcher takes any `Search`; the mirror-backed ones read a `SnapshotSource` (a GalleryMirror) at every call.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pipeline.core.errors import GalleryError
+from pipeline.gallery.keys import GalleryKeys
+from pipeline.gallery.snapshot import Snapshot
+from pipeline.gallery.store import GalleryStore
 
 
-class Labels(Protocol):
-    """What a hit's row means: `owner[row]` indexes `identity_ids` / `names` (a Snapshot is one)."""
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """Where a search reads the gallery: a GalleryMirror (the current snapshot at every call) or StaticSource."""
+
+    def current(self) -> Snapshot: ...
+
+
+@runtime_checkable
+class Search(Protocol):
+    """A search backend: per query the k best templates (`Hits`), best first."""
+
+    def search(self, queries: np.ndarray, k: int) -> Hits: ...
+
+
+@dataclass(frozen=True)
+class ElementLabels:
+    """Labels built per call by the server backend: one row per distinct element returned."""
 
     owner: np.ndarray
     identity_ids: list[str]
     names: list[str]
 
 
-class SnapshotSource(Protocol):
-    """A GalleryMirror, or anything else with `current() -> Snapshot`."""
-
-    def current(self) -> Any: ...
-
-
-class TemplateSearch(Protocol):
-    def search(self, queries: np.ndarray, k: int) -> "Hits": ...
+# What a hit's row means: `owner[row]` indexes `identity_ids` / `names`. A Snapshot also holds the rows
+# themselves (the matcher can re-score an identity from all its templates); ElementLabels only the hits.
+Labels = Snapshot | ElementLabels
 
 
 @dataclass(frozen=True)
@@ -60,22 +78,13 @@ class Hits:
 class StaticSource:
     """A fixed Snapshot posing as a mirror."""
 
-    snapshot: Any
+    snapshot: Snapshot
 
-    def current(self) -> Any:
+    def current(self) -> Snapshot:
         return self.snapshot
 
 
-@dataclass(frozen=True)
-class ElementLabels:
-    """Labels built per call by the server backend: one row per distinct element returned."""
-
-    owner: np.ndarray
-    identity_ids: list[str]
-    names: list[str]
-
-
-_BACKENDS: dict[str, Callable[..., TemplateSearch]] = {}
+_BACKENDS: dict[str, Callable[..., Search]] = {}
 
 
 def register(name: str):
@@ -89,19 +98,19 @@ def available_searches() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def create_search(name: str, source: Any, **options) -> TemplateSearch:
+def create_search(name: str, source: Any, **options) -> Search:
     """`create_search("exact", mirror)`; the `server` backend takes a Redis client as its source."""
     if name not in _BACKENDS:
         raise GalleryError(f"unknown gallery search {name!r}; available: {available_searches()}")
     return _BACKENDS[name](source, **options)
 
 
-def as_source(source: Any) -> SnapshotSource:
-    """A mirror (anything with `current()`) as is; a bare Snapshot wrapped in StaticSource."""
-    if hasattr(source, "current"):
-        return source
-    if hasattr(source, "matrix") and hasattr(source, "owner"):
+def as_source(source: SnapshotSource | Snapshot) -> SnapshotSource:
+    """A mirror (a SnapshotSource) as is; a bare Snapshot wrapped in StaticSource."""
+    if isinstance(source, Snapshot):
         return StaticSource(source)
+    if isinstance(source, SnapshotSource):
+        return source
     raise GalleryError(f"expected a GalleryMirror or a Snapshot, got {type(source).__name__}")
 
 
@@ -137,7 +146,7 @@ def top_k(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, sims
 
 
-def decode_rows(snapshot: Any, rows: np.ndarray) -> np.ndarray:
+def decode_rows(snapshot: Snapshot, rows: np.ndarray) -> np.ndarray:
     """float32 templates of `rows` (any shape) from a float32 or int8 snapshot."""
     block = snapshot.matrix[rows]
     if snapshot.dtype == "int8":
@@ -145,30 +154,37 @@ def decode_rows(snapshot: Any, rows: np.ndarray) -> np.ndarray:
     return block
 
 
-def snapshot_dim(snapshot: Any) -> int:
+def snapshot_dim(snapshot: Snapshot) -> int:
     return int(snapshot.matrix.shape[1])
+
+
+def query_dim(snapshot: Snapshot) -> int | None:
+    """The dim queries must have; None for a gallery never written, which has no dim until its first template."""
+    return snapshot_dim(snapshot) or None
 
 
 @register("exact")
 class ExactSearch:
     """Brute-force cosine search over the mirror's current Snapshot (the NumPy GEMM is the oracle)."""
 
-    def __init__(self, source: Any, *, decode: str = "copy", block_rows: int = 65536):
+    def __init__(self, source: SnapshotSource | Snapshot, *, decode: str = "copy", block_rows: int = 65536):
         if decode not in ("copy", "blocks"):
             raise GalleryError(f"decode must be 'copy' or 'blocks', got {decode!r}")
         self.source = as_source(source)
         self.decode = decode
         self.block_rows = block_rows
-        self._decoded: tuple[Any, np.ndarray] | None = None  # (snapshot, float32 copy)
+        self._decoded: tuple[Snapshot, np.ndarray] | None = None  # (snapshot, float32 copy)
         self._lock = threading.Lock()
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         snapshot = self.source.current()
-        queries = check_queries(queries, snapshot_dim(snapshot))
+        queries = check_queries(queries, query_dim(snapshot))
+        if len(snapshot.matrix) == 0:  # nobody enrolled (yet): every row of the hits is empty
+            return Hits(*top_k(np.empty((len(queries), 0), np.float32), k), snapshot)
         rows, sims = top_k(self.similarities(snapshot, queries), k)
         return Hits(rows, sims, snapshot)
 
-    def similarities(self, snapshot: Any, queries: np.ndarray) -> np.ndarray:
+    def similarities(self, snapshot: Snapshot, queries: np.ndarray) -> np.ndarray:
         """(M, T) cosine similarities of every query with every template."""
         if snapshot.dtype != "int8":
             return queries @ snapshot.matrix.T
@@ -184,7 +200,7 @@ class ExactSearch:
         out *= snapshot.scales
         return out
 
-    def _float_copy(self, snapshot: Any) -> np.ndarray:
+    def _float_copy(self, snapshot: Snapshot) -> np.ndarray:
         with self._lock:
             if self._decoded is None or self._decoded[0] is not snapshot:
                 self._decoded = (snapshot, snapshot.matrix.astype(np.float32) * snapshot.scales[:, None])
@@ -195,24 +211,17 @@ class ExactSearch:
 class ApproximateSearch:
     """FAISS PQ fast-scan candidates, re-scored exactly from the snapshot; see the module docstring."""
 
-    def __init__(self, source: Any, *, m: int = 32, rerank: int = 16, nlist: int = 0, nprobe: int = 256,
-                 exact_below: int = 4096, train_rows: int = 65536, seed: int = 0, threads: int | None = 1):
-        try:
-            import faiss
-        except ImportError:
-            raise GalleryError("the 'ann' gallery search needs FAISS: pip install faiss-cpu==1.15.1") from None
-        self._faiss = faiss
-        if threads is not None:
-            # FAISS's OpenMP pool is process-wide. One thread by default: a worker shares its cores with
-            # the detector and embedder, and spinning OpenMP threads on a busy box made PQ training
-            # 27x slower (14 s vs 0.5 s for 20k rows on 2 loaded cores) and batched search 1.7x slower.
-            faiss.omp_set_num_threads(threads)
+    def __init__(self, source: SnapshotSource | Snapshot, *, m: int = 32, rerank: int = 16, nlist: int = 0,
+                 nprobe: int = 256, exact_below: int = 4096, train_rows: int = 65536, seed: int = 0,
+                 threads: int | None = 1):
+        self.threads = threads
+        self._faiss = None  # imported when an index is first built: under `auto` a small gallery never needs it
         self.source = as_source(source)
         self.m, self.rerank, self.nlist, self.nprobe = m, rerank, nlist, nprobe
         self.exact_below, self.train_rows, self.seed = exact_below, train_rows, seed
         self._exact = ExactSearch(self.source)
         self._index = None
-        self._indexed: Any = None  # the snapshot whose rows the index holds
+        self._indexed: Snapshot | None = None  # the snapshot whose rows the index holds
         self._trained_on = 0
         self._lock = threading.Lock()
 
@@ -230,7 +239,7 @@ class ApproximateSearch:
         rows = np.where(local < 0, -1, np.take_along_axis(candidates, np.maximum(local, 0), axis=1))
         return Hits(rows.astype(np.int64), best, snapshot)
 
-    def sync(self, snapshot: Any):
+    def sync(self, snapshot: Snapshot):
         """The index holding exactly `snapshot`'s rows: appended rows added, otherwise re-added."""
         with self._lock:
             if self._indexed is snapshot:
@@ -249,8 +258,22 @@ class ApproximateSearch:
             self._indexed = snapshot
             return self._index
 
-    def _trained(self, snapshot: Any):
-        faiss, dim = self._faiss, snapshot_dim(snapshot)
+    def _faiss_module(self):
+        if self._faiss is None:
+            try:
+                import faiss
+            except ImportError:
+                raise GalleryError("the 'ann' gallery search needs FAISS: pip install faiss-cpu==1.15.1") from None
+            if self.threads is not None:
+                # FAISS's OpenMP pool is process-wide. One thread by default: a worker shares its cores with
+                # the detector and embedder, and spinning OpenMP threads on a busy box made PQ training
+                # 27x slower (14 s vs 0.5 s for 20k rows on 2 loaded cores) and batched search 1.7x slower.
+                faiss.omp_set_num_threads(self.threads)
+            self._faiss = faiss
+        return self._faiss
+
+    def _trained(self, snapshot: Snapshot):
+        faiss, dim = self._faiss_module(), snapshot_dim(snapshot)
         if self.nlist > 0:
             index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, self.nlist, self.m, 4,
                                              faiss.METRIC_INNER_PRODUCT)
@@ -263,7 +286,7 @@ class ApproximateSearch:
         self._trained_on = total
         return index
 
-    def _appended(self, snapshot: Any) -> bool:
+    def _appended(self, snapshot: Snapshot) -> bool:
         """Does `snapshot` start with every row the index holds (new enrolments only)?"""
         old = self._indexed
         n = len(old.matrix)
@@ -277,7 +300,7 @@ class ApproximateSearch:
         """Bytes the FAISS index holds (codes, ids, codebooks), measured by serialising it."""
         if self._index is None:
             return 0
-        return int(self._faiss.serialize_index(self._index).nbytes)
+        return int(self._faiss_module().serialize_index(self._index).nbytes)
 
 
 @register("server")
@@ -285,15 +308,26 @@ class ServerSearch:
     """Server-side search with VSIM on the gallery's Redis 8 vector set (nothing mirrored locally).
 
     `resolve(elements) -> [(identity_id, name), ...]` maps vector-set elements to identities; the
-    default asks the gallery store (see `store_resolver`).
+    default asks the gallery store (`GalleryStore.resolve_elements`).
     """
 
     def __init__(self, client: Any, *, gallery: str = "default", key: str | None = None, ef: int | None = None,
                  resolve: Callable[[Sequence[bytes]], list[tuple[str, str]]] | None = None):
         self.client = client
-        self.key = key or f"fs:{{{gallery}}}:vset"
+        self.key = key or GalleryKeys(gallery).vset
         self.ef = ef
-        self.resolve = resolve or store_resolver(client, gallery)
+        self.resolve = resolve or GalleryStore(client, gallery).resolve_elements
+
+    @classmethod
+    def of_store(cls, store: GalleryStore, *, ef: int | None = None) -> ServerSearch:
+        """Search the vector set of `store`'s gallery; GalleryError if the gallery was created without one
+        (VSIM would find nothing, and every face would be unknown without a word)."""
+        meta = store.meta()
+        if meta.get("dtype") and meta.get("server_index") != "1":
+            raise GalleryError(f"gallery {store.gallery!r} was created without a server index (vector set), so "
+                               "server search has nothing to search: search the mirror instead (exact or ann), or "
+                               "enrol into a gallery created with a server index")
+        return cls(store.client, gallery=store.gallery, key=store.keys.vset, ef=ef, resolve=store.resolve_elements)
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         queries = check_queries(queries)
@@ -337,16 +371,3 @@ def _pairs(reply: Any) -> list[tuple[bytes, float]]:
         return [(element, float(score)) for element, score in reply.items()]
     return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
-
-def store_resolver(client: Any, gallery: str) -> Callable[[Sequence[bytes]], list[tuple[str, str]]]:
-    """Element -> (identity_id, name) through the gallery store's own mapping."""
-    def resolve(elements: Sequence[bytes]) -> list[tuple[str, str]]:
-        try:
-            from pipeline.gallery.store import GalleryStore
-
-            lookup = GalleryStore(client, gallery).resolve_elements
-        except (ImportError, AttributeError):
-            raise GalleryError("server search needs GalleryStore.resolve_elements(elements) -> "
-                               "[(identity_id, name), ...]; pass resolve= to ServerSearch instead") from None
-        return lookup(elements)
-    return resolve

@@ -3,7 +3,9 @@
 Every write (add, remove, rename, import, clear) is one MULTI/EXEC under WATCH of the gallery's `head`
 key, which every write also updates: two writers of one gallery can never interleave (the loser's EXEC
 fails and it retries on fresh reads), and the change-stream entry is appended in the same transaction,
-so a reader never sees half an identity nor a change that is not in the stream. Key layout: keys.py.
+so a reader never sees half an identity nor a change that is not in the stream. Key layout: keys.py; what an
+add writes (decided before the transaction): identity.py; the gallery's dtype/dim/model: binding.py; stream
+entries: changes.py. `GalleryStore.open` is the one way callers open an existing or new gallery.
 """
 
 from __future__ import annotations
@@ -13,80 +15,37 @@ import logging
 import random
 import secrets
 import time
-import uuid
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import redis
 
 from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
-from pipeline.gallery.keys import CHANGES_MAXLEN, RECORD, GalleryKeys, element, element_identity, validate_gallery
-from pipeline.gallery.mirror import Snapshot, freeze
-from pipeline.gallery.names import validate_name, validate_template_id
+from pipeline.gallery.binding import bind, check_model
+from pipeline.gallery.changes import Change, change_fields, parse_change, text
+from pipeline.gallery.identity import (
+    RECORD_FIELD,
+    AddResult,
+    Entry,
+    Identity,
+    Pending,
+    encode_entries,
+    fold_entry,
+    identity_of,
+    record_of,
+)
+from pipeline.gallery.keys import CHANGES_MAXLEN, GalleryKeys, element, element_identity, validate_gallery
+from pipeline.gallery.names import validate_name
+from pipeline.gallery.snapshot import Snapshot, freeze
 
 log = logging.getLogger(__name__)
 
-_RECORD = RECORD.encode()
-
-FORMAT_VERSION = "1"
 MAX_ATTEMPTS = 200  # WATCH conflicts before giving up; each loser retries after a short random pause
 READ_CHUNK = 1000  # identities per pipelined read
-
-
-@dataclass(frozen=True)
-class Identity:
-    id: str
-    name: str
-    created: float  # Unix time
-    metadata: dict
-    templates: int
-
-
-@dataclass(frozen=True)
-class AddResult:
-    identity: Identity
-    added: int
-    duplicates: int  # template ids the identity already had (or that repeated within the call)
-    created: bool
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change-stream entry: `op` touched `identity_ids` (all of them for `clear`)."""
-
-    stream_id: str  # `<seq>-0`
-    seq: int
-    op: str  # add | import | remove | rename | clear
-    identity_ids: tuple[str, ...]
-    names: tuple[str, ...]
-    epoch: str
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One identity's validated, encoded templates, ready to write."""
-
-    name: str
-    template_ids: tuple[str, ...]
-    rows: np.ndarray
-    blobs: list[bytes]
-    metadata: dict | None = None
-    created: float | None = None
-
-
-@dataclass
-class _Pending:
-    """An identity as a write will leave it: record, template ids, and what is new."""
-
-    identity: Identity
-    tids: set[str]
-    new: bool = False
-    record_changed: bool = False
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    rows: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +73,21 @@ class GalleryStore:
         self.server_index = bool(server_index)
         self._factory = reconnect
 
+    @classmethod
+    def open(cls, client: redis.Redis, gallery: str = "default", *, fingerprint: str | None = None,
+             dtype_for_new: Literal["float32", "int8"] = "float32", server_index_for_new: bool = False,
+             reconnect: Callable[[], redis.Redis] | None = None) -> GalleryStore:
+        """The store of `gallery` as it was created (its dtype and server index; the `_for_new` settings only
+        apply to a gallery never written). With `fingerprint`: GalleryError if it holds another model's templates.
+        """
+        meta = cls(client, gallery).meta()
+        new = not meta.get("dtype")
+        store = cls(client, gallery, dtype=dtype_for_new if new else meta["dtype"],
+                    server_index=server_index_for_new if new else meta.get("server_index") == "1", reconnect=reconnect)
+        if fingerprint is not None:
+            check_model(meta, store.gallery, fingerprint)
+        return store
+
     def reconnect(self, client: redis.Redis | None = None) -> None:
         """Switch to `client`, or to a new one from the `reconnect` factory (no-op without either)."""
         if client is None and self._factory is None:
@@ -124,11 +98,15 @@ class GalleryStore:
         except redis.RedisError:
             pass
 
+    def bind(self, meta: dict[str, str], dim: int, fingerprint: str) -> tuple[dict, bool]:
+        """binding.bind for this store: (meta fields to write, keep the vector set?); raises on a mismatch."""
+        return bind(meta, self.gallery, self.dtype, self.server_index, dim, fingerprint)
+
     # -- reads ----------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
         """dtype, dim, fingerprint, server_index, format; empty for a gallery never written."""
         with self._errors("read meta"):
-            return _text(self.client.hgetall(self.keys.meta))
+            return text(self.client.hgetall(self.keys.meta))
 
     @property
     def fingerprint(self) -> str | None:
@@ -169,7 +147,7 @@ class GalleryStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.hmget(self.keys.head, "seq", "epoch").hgetall(self.keys.meta).hvals(self.keys.names)
             (seq, epoch), meta, ids = pipe.execute()
-        part = self.fetch([i.decode() for i in ids], _text(meta))
+        part = self.fetch([i.decode() for i in ids], text(meta))
         return freeze(replace(part, stream_id=f"{int(seq or 0)}-0", epoch=(epoch or b"").decode()))
 
     def fetch(self, identity_ids: Sequence[str], meta: dict[str, str] | None = None) -> Snapshot:
@@ -183,7 +161,7 @@ class GalleryStore:
                 for identity_id in chunk:
                     pipe.hgetall(self.keys.identity(identity_id))
                 for identity_id, fields in zip(chunk, pipe.execute()):
-                    record = fields.pop(_RECORD, None)
+                    record = fields.pop(RECORD_FIELD, None)
                     if record is None:
                         continue  # removed since the caller learnt its id
                     owner += [len(ids)] * len(fields)
@@ -201,10 +179,10 @@ class GalleryStore:
         with self._errors("read identity"):
             pipe = self.client.pipeline(transaction=True)
             fields, meta = pipe.hgetall(self.keys.identity(identity_id)).hgetall(self.keys.meta).execute()
-        if _RECORD not in fields:
+        if RECORD_FIELD not in fields:
             return None
-        identity = _identity(identity_id, fields)
-        meta, tids = _text(meta), sorted(k for k in fields if k != _RECORD)
+        identity = identity_of(identity_id, fields)
+        meta, tids = text(meta), sorted(k for k in fields if k != RECORD_FIELD)
         matrix, scales = codec.decode([fields[t] for t in tids], meta["dtype"], int(meta["dim"]))
         return identity, [t.decode() for t in tids], codec.to_float(matrix, scales)
 
@@ -215,7 +193,7 @@ class GalleryStore:
         if not reply:
             return []
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [_change(entry_id, fields) for entry_id, fields in entries]
+        return [parse_change(entry_id, fields) for entry_id, fields in entries]
 
     def resolve_elements(self, elements: Sequence[bytes | str]) -> list[tuple[str, str]]:
         """Vector-set elements -> [(identity id, name)], aligned; name "" if the identity is gone."""
@@ -224,7 +202,7 @@ class GalleryStore:
         with self._errors("resolve elements"):
             pipe = self.client.pipeline(transaction=False)
             for identity_id in unique:
-                pipe.hget(self.keys.identity(identity_id), _RECORD)
+                pipe.hget(self.keys.identity(identity_id), RECORD_FIELD)
             names = {i: json.loads(r)["name"] if r else "" for i, r in zip(unique, pipe.execute())}
         return [(i, names[i]) for i in ids]
 
@@ -233,7 +211,7 @@ class GalleryStore:
             metadata: dict | None = None) -> AddResult:
         """Add templates to `name` (created if new; `metadata` merged into its metadata). A template id
         the identity already has is counted as a duplicate and not stored again."""
-        entry = self._entries([(name, embeddings, template_ids)], metadata=[metadata])[0]
+        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, metadata=[metadata])[0]
         return self._write([entry], fingerprint, "add")[0]
 
     def add_many(self, items: Iterable[tuple[str, np.ndarray, Sequence[str]]], fingerprint: str,
@@ -243,16 +221,16 @@ class GalleryStore:
         for item in items:
             chunk.append(item)
             if len(chunk) >= batch:
-                added += sum(r.added for r in self._write(self._entries(chunk), fingerprint, "add"))
+                added += sum(r.added for r in self._write(encode_entries(chunk, self.dtype), fingerprint, "add"))
                 chunk = []
         if chunk:
-            added += sum(r.added for r in self._write(self._entries(chunk), fingerprint, "add"))
+            added += sum(r.added for r in self._write(encode_entries(chunk, self.dtype), fingerprint, "add"))
         return added
 
     def import_identity(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str],
                         fingerprint: str, metadata: dict | None, created: float) -> AddResult:
         """`add` keeping the identity's original creation time (used by portable.import_gallery)."""
-        entry = self._entries([(name, embeddings, template_ids)], metadata=[metadata], created=[created])[0]
+        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, [metadata], [created])[0]
         return self._write([entry], fingerprint, "import")[0]
 
     def remove(self, name: str) -> int:
@@ -261,7 +239,7 @@ class GalleryStore:
 
         def prepare(pipe, meta) -> _Plan:
             identity_id = self._require_id(name)
-            tids = [t.decode() for t in self.client.hkeys(self.keys.identity(identity_id)) if t != _RECORD]
+            tids = [t.decode() for t in self.client.hkeys(self.keys.identity(identity_id)) if t != RECORD_FIELD]
             last = self.client.hlen(self.keys.names) == 1
 
             def write(p) -> None:
@@ -290,7 +268,7 @@ class GalleryStore:
 
             def write(p) -> None:
                 p.hdel(self.keys.names, old).hset(self.keys.names, new, identity_id)
-                p.hset(self.keys.identity(identity_id), _RECORD, _record(renamed))
+                p.hset(self.keys.identity(identity_id), RECORD_FIELD, record_of(renamed))
             return _Plan(renamed, write,
                          "rename", [identity_id], [new])
         return self._commit(prepare, "rename")
@@ -309,52 +287,17 @@ class GalleryStore:
         self._commit(prepare, "clear")
 
     # -- internals ------------------------------------------------------------------------------
-    def _entries(self, items: Sequence[tuple[str, np.ndarray, Sequence[str]]], metadata=None,
-                 created=None) -> list[_Entry]:
-        """Validate names, template ids and embeddings of `items`; encode all their rows at once."""
-        names, tids, arrays = [], [], []
-        for name, embeddings, template_ids in items:
-            names.append(validate_name(name))
-            array = np.asarray(embeddings)
-            ids = tuple(validate_template_id(t) for t in template_ids)
-            if array.ndim != 2 or len(ids) != len(array):
-                raise GalleryError(f"identity {names[-1]!r}: embeddings of shape {array.shape} need one template "
-                                   f"id per row, got {len(ids)} id(s)")
-            tids.append(ids)
-            arrays.append(array)
-        dims = {a.shape[1] for a in arrays}
-        if len(dims) > 1:
-            raise GalleryError(f"embeddings in one batch have different dims: {sorted(dims)}")
-        try:
-            rows = codec.check_embeddings(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
-        except GalleryError:
-            for name, array in zip(names, arrays):  # name the identity whose rows are wrong
-                try:
-                    codec.check_embeddings(array)
-                except GalleryError as exc:
-                    raise GalleryError(f"identity {name!r}: {exc}") from None
-            raise
-        blobs = codec.encode(rows, self.dtype)
-        entries, start = [], 0
-        for i, (name, ids) in enumerate(zip(names, tids)):
-            stop = start + len(ids)
-            meta = None if metadata is None else _checked_metadata(metadata[i])
-            entries.append(_Entry(name, ids, rows[start:stop], blobs[start:stop], meta,
-                                  None if created is None else float(created[i])))
-            start = stop
-        return entries
-
-    def _write(self, entries: list[_Entry], fingerprint: str, op: str) -> list[AddResult]:
+    def _write(self, entries: list[Entry], fingerprint: str, op: str) -> list[AddResult]:
         """Add `entries` (one transaction); an entry whose templates are all known writes nothing."""
         names = list(dict.fromkeys(e.name for e in entries))
 
         def prepare(pipe, meta) -> _Plan:
-            updates, indexed = self._bind(meta, entries[0].rows.shape[1], fingerprint)
+            updates, indexed = self.bind(meta, entries[0].rows.shape[1], fingerprint)
             known = {n: i.decode() for n, i in zip(names, self.client.hmget(self.keys.names, names)) if i}
             state = self._known_state(known)
             results, touched = [], {}
             for entry in entries:
-                result, writes = self._plan_entry(entry, state, known)
+                result, writes = fold_entry(entry, state, known)
                 results.append(result)
                 if writes:
                     touched.setdefault(result.identity.id, entry.name)
@@ -370,47 +313,23 @@ class GalleryStore:
             return _Plan(results, write, op if touched else None, list(touched), list(touched.values()))
         return self._commit(prepare, op)
 
-    def _known_state(self, known: dict[str, str]) -> dict[str, _Pending]:
+    def _known_state(self, known: dict[str, str]) -> dict[str, Pending]:
         """Per existing identity id: its record and template ids, read in one pipeline."""
         pipe = self.client.pipeline(transaction=False)
         for identity_id in known.values():
-            pipe.hget(self.keys.identity(identity_id), _RECORD).hkeys(self.keys.identity(identity_id))
+            pipe.hget(self.keys.identity(identity_id), RECORD_FIELD).hkeys(self.keys.identity(identity_id))
         replies = pipe.execute()
         state = {}
         for identity_id, record, tids in zip(known.values(), replies[::2], replies[1::2]):
-            tids = {t.decode() for t in tids if t != _RECORD}
-            state[identity_id] = _Pending(_identity(identity_id, {_RECORD: record}, len(tids)), tids)
+            tids = {t.decode() for t in tids if t != RECORD_FIELD}
+            state[identity_id] = Pending(identity_of(identity_id, {RECORD_FIELD: record}, len(tids)), tids)
         return state
 
-    def _plan_entry(self, entry: _Entry, state: dict[str, _Pending], known: dict[str, str]) -> tuple[AddResult, bool]:
-        """Fold one entry into the per-identity `state`; (its result, whether it writes anything)."""
-        created = entry.name not in known
-        if created:
-            identity_id = known[entry.name] = new_identity_id()
-            created_at = time.time() if entry.created is None else entry.created
-            state[identity_id] = _Pending(Identity(identity_id, entry.name, created_at, {}, 0), set(), new=True,
-                                                record_changed=True)
-        pending = state[known[entry.name]]
-        identity = pending.identity
-        if entry.metadata and {**identity.metadata, **entry.metadata} != identity.metadata:
-            identity = replace(identity, metadata={**identity.metadata, **entry.metadata})
-            pending.record_changed = True
-        added = 0
-        for tid, blob, row in zip(entry.template_ids, entry.blobs, entry.rows):
-            if tid not in pending.tids:
-                pending.tids.add(tid)
-                pending.blobs[tid] = blob
-                pending.rows.append((tid, row))
-                added += 1
-        pending.identity = replace(identity, templates=identity.templates + added)
-        result = AddResult(pending.identity, added, len(entry.template_ids) - added, created)
-        return result, bool(added or pending.record_changed)
-
-    def _queue_identity(self, p, pending: _Pending, indexed: bool) -> None:
+    def _queue_identity(self, p, pending: Pending, indexed: bool) -> None:
         identity = pending.identity
         fields = dict(pending.blobs)
         if pending.record_changed:
-            fields[_RECORD] = _record(identity)
+            fields[RECORD_FIELD] = record_of(identity)
         p.hset(self.keys.identity(identity.id), mapping=fields)
         if indexed:
             # Q8 matches an int8 gallery's own precision; a float32 gallery keeps exact vectors (NOQUANT).
@@ -420,28 +339,6 @@ class GalleryStore:
                 p.execute_command("VADD", self.keys.vset, "FP32", row.astype("<f4").tobytes(),
                                   element(identity.id, tid), quant, "SETATTR", attribute)
 
-    def _bind(self, meta: dict[str, str], dim: int, fingerprint: str) -> tuple[dict, bool]:
-        """(meta fields to write, whether to keep the vector set) for templates of `dim`/`fingerprint`."""
-        if not isinstance(fingerprint, str) or not fingerprint.strip():
-            raise GalleryError(f"model fingerprint must be a non-empty string, got {fingerprint!r}")
-        if not meta.get("dtype"):
-            return {"format": FORMAT_VERSION, "dtype": self.dtype, "dim": dim, "fingerprint": fingerprint,
-                    "server_index": int(self.server_index)}, self.server_index
-        if meta["dtype"] != self.dtype:
-            raise GalleryError(f"gallery {self.gallery!r} stores {meta['dtype']} templates; this store was opened "
-                               f"with dtype={self.dtype!r}")
-        if int(meta["dim"]) != dim:
-            raise GalleryError(f"gallery {self.gallery!r} holds {meta['dim']}-d templates; refusing {dim}-d ones")
-        indexed = meta.get("server_index") == "1"
-        if self.server_index and not indexed:
-            raise GalleryError(f"gallery {self.gallery!r} was created without a server index; export it and "
-                               "import it into a new gallery opened with server_index=True")
-        bound = meta.get("fingerprint")
-        if bound and bound != fingerprint:
-            raise GalleryError(f"gallery {self.gallery!r} holds templates of model {bound}; refusing templates of "
-                               f"model {fingerprint} — re-enrol or use another gallery")
-        return ({} if bound else {"fingerprint": fingerprint}), indexed
-
     def _commit(self, prepare: Callable[[Any, dict], _Plan], what: str) -> Any:
         """Run `prepare` on fresh reads under WATCH of `head`, then its writes + change entry in MULTI."""
         for attempt in range(MAX_ATTEMPTS):
@@ -449,7 +346,7 @@ class GalleryStore:
                 try:
                     pipe.watch(self.keys.head)
                     seq, epoch = self._head_for_write(pipe)
-                    plan = prepare(pipe, _text(pipe.hgetall(self.keys.meta)))
+                    plan = prepare(pipe, text(pipe.hgetall(self.keys.meta)))
                     if plan.op is None:
                         return plan.result
                     pipe.multi()
@@ -471,9 +368,8 @@ class GalleryStore:
 
     def _log(self, pipe, seq: int, epoch: str, plan: _Plan) -> None:
         pipe.hset(self.keys.head, mapping={"seq": seq, "epoch": epoch})
-        fields = {"op": plan.op, "ids": " ".join(plan.ids), "names": json.dumps(plan.names, ensure_ascii=False),
-                  "epoch": epoch}
-        pipe.xadd(self.keys.changes, fields, id=f"{seq}-0", maxlen=CHANGES_MAXLEN, approximate=True)
+        pipe.xadd(self.keys.changes, change_fields(plan.op, plan.ids, plan.names, epoch), id=f"{seq}-0",
+                  maxlen=CHANGES_MAXLEN, approximate=True)
 
     def _require_id(self, name: str) -> str:
         identity_id = self.client.hget(self.keys.names, name)
@@ -486,10 +382,10 @@ class GalleryStore:
         for start in range(0, len(ids), READ_CHUNK):
             pipe = self.client.pipeline(transaction=True)
             for identity_id in ids[start:start + READ_CHUNK]:
-                pipe.hget(self.keys.identity(identity_id), _RECORD).hlen(self.keys.identity(identity_id))
+                pipe.hget(self.keys.identity(identity_id), RECORD_FIELD).hlen(self.keys.identity(identity_id))
             replies = pipe.execute()
-            found += [_identity(i, {_RECORD: r}, n - 1) for i, r, n in zip(ids[start:], replies[::2], replies[1::2])
-                      if r is not None]
+            found += [identity_of(i, {RECORD_FIELD: r}, n - 1)
+                      for i, r, n in zip(ids[start:], replies[::2], replies[1::2]) if r is not None]
         return found
 
     @contextmanager
@@ -499,42 +395,3 @@ class GalleryStore:
         except redis.RedisError as exc:
             raise GalleryError(f"Redis failed to {what} for gallery {self.gallery!r}: "
                                f"{type(exc).__name__}: {exc}") from exc
-
-
-def new_identity_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _identity(identity_id: str, fields: dict, templates: int | None = None) -> Identity:
-    """An Identity from an identity hash (or just its record field); `templates` counted if not given."""
-    record = json.loads(fields[_RECORD])
-    count = len(fields) - 1 if templates is None else templates
-    return Identity(identity_id, record["name"], float(record["created"]), record["metadata"], int(count))
-
-
-def _record(identity: Identity) -> str:
-    return json.dumps({"name": identity.name, "created": identity.created, "metadata": identity.metadata},
-                      ensure_ascii=False, sort_keys=True)
-
-
-def _checked_metadata(metadata: dict | None) -> dict | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise GalleryError(f"metadata must be a dict, got {type(metadata).__name__}")
-    try:
-        return json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise GalleryError(f"metadata must be JSON-serialisable: {exc}") from None
-
-
-def _change(entry_id: bytes, fields: dict) -> Change:
-    fields = _text(fields)
-    stream_id = entry_id.decode()
-    ids = tuple(fields.get("ids", "").split())
-    return Change(stream_id, int(stream_id.split("-")[0]), fields.get("op", ""), ids,
-                  tuple(json.loads(fields.get("names", "[]"))), fields.get("epoch", ""))
-
-
-def _text(mapping: dict) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in mapping.items()}

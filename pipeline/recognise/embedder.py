@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from engines import create_engine
-from pipeline.app.config import EngineConfig
 from pipeline.core.align import align
 from pipeline.core.errors import EngineError
 from pipeline.core.faces import Faces
@@ -38,22 +37,6 @@ class Embedder:
         self.mean = np.asarray(self.card.mean, np.float32)
         self.std = np.asarray(self.card.std, np.float32)
         self.batch_size = batch_size
-
-    @classmethod
-    def from_config(cls, card_path: str | Path, engine: EngineConfig, batch_size: int = 32) -> "Embedder":
-        """The embedder an entry point's `engine` config section asks for ("auto": the fastest that works)."""
-        from engines.selection import choose_engine
-
-        name = choose_engine() if engine.name == "auto" else engine.name
-        if name == "onnxruntime":
-            # One intra-op thread by default: detection and recognition each keep one core busy.
-            options = {"providers": engine.providers, "allow_fallback": engine.allow_fallback,
-                       "threads": engine.threads or 1}
-        elif name.startswith("onnxruntime-"):
-            options = {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
-        else:
-            options = {}
-        return cls(card_path, name, batch_size=batch_size, **options)
 
     @property
     def fingerprint(self) -> str:

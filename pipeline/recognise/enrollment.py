@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +23,14 @@ import numpy as np
 
 from pipeline.core.errors import SourceError
 from pipeline.core.faces import Faces
-from pipeline.core.images import read_image
+from pipeline.core.images import VIDEO_SUFFIXES, read_image
+from pipeline.core.inputs import expand_inputs, find_files
 from pipeline.gallery.names import validate_name
 from pipeline.recognise.embedder import Embedder
-from pipeline.recognise.quality import QualityGates, crop_fits
+from pipeline.recognise.judge import FaceJudge
+from pipeline.recognise.quality import QualityGates
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 
 UNREADABLE = "unreadable or not an image"
 NO_FACE = "no face"
@@ -96,30 +95,13 @@ class EnrollmentReport:
         self.template_ids.append(outcome.template_id)
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images and videos (by extension), sorted.
-
-    A file named explicitly is kept whatever its extension (reading it says whether it is an image);
-    a path that does not exist raises SourceError before anything is done.
-    """
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in
-                            IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise SourceError(f"input {item} does not exist")
-    return files
-
-
 def tree_identities(root: str | Path) -> dict[str, list[Path]]:
     """`root/<name>/...` -> {name: files}: one identity per sub-folder, every name validated first."""
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"--tree root {root} is not a folder")
-    people = {validate_name(d.name): expand_inputs([d]) for d in sorted(root.iterdir()) if d.is_dir()}
+    # find_files, not expand_inputs: an identity folder with nothing usable is reported as skipped, not fatal.
+    people = {validate_name(d.name): find_files(d) for d in sorted(root.iterdir()) if d.is_dir()}
     loose = [p.name for p in root.iterdir() if p.is_file()]
     if loose:
         log.warning("ignoring %d file(s) directly in %s (only sub-folders are identities): %s",
@@ -147,8 +129,8 @@ class Enroller:
                               f"{video_max_frames}")
         self.detector, self.embedder, self.gates = detector, embedder, gates
         self.largest = largest
-        # The embedder's crop can be reused for the sharpness gate only if it frames the face the same way.
-        self._crop_fits_gates = crop_fits(embedder.template, embedder.size)
+        # Every measure of every rejection goes into the report, even of a face too small to embed.
+        self._judge = FaceJudge(embedder, gates, measure_rejected=True)
         self.video_every, self.video_max_frames = video_every, video_max_frames
 
     def add_file(self, path: Path, report: EnrollmentReport) -> None:
@@ -177,13 +159,12 @@ class Enroller:
             report.outcomes.append(Outcome(**where, reason=SEVERAL_FACES,
                                            detail=f"{len(self.gates.candidates(faces))} faces"))
             return
-        crop = self.embedder.crops(image, faces[subject])
-        verdict = self.gates.check(image, subject, faces, crop[0] if self._crop_fits_gates else None)
-        if not verdict.ok:
-            report.outcomes.append(Outcome(**where, reason=verdict.reason, measures=verdict.measures))
+        judged = self._judge.judge(image, faces, subject)
+        if not judged.ok:
+            report.outcomes.append(Outcome(**where, reason=judged.verdict.reason, measures=judged.verdict.measures))
             return
-        embedding = self.embedder.embed(crop)[0]
-        report.accept(Outcome(**where, template_id=template_id, measures=verdict.measures), embedding)
+        embedding = self._judge.embed([judged.crop])[0]
+        report.accept(Outcome(**where, template_id=template_id, measures=judged.verdict.measures), embedding)
 
     def _subject(self, faces: Faces) -> int | None:
         """The face to judge: the only candidate, the largest with `largest`, None if several are left.

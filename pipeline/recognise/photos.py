@@ -6,18 +6,18 @@ import numpy as np
 
 from pipeline.core.faces import Faces
 from pipeline.gallery.matcher import Match
+from pipeline.recognise.judge import FaceJudge
 
 
-def recognise_still(image: np.ndarray, detector, embedder, matcher, gates) -> tuple[Faces, list[Match | None], list]:
+def recognise_still(image: np.ndarray, detector, judge: FaceJudge, matcher) -> tuple[Faces, list[Match | None], list]:
     """Faces in one photo, a Match for each face that passed the quality gates (None otherwise), the verdicts."""
     faces = detector.detect_one(image)
     if len(faces) == 0:
         return faces, [], []
-    crops = embedder.crops(image, faces)
-    verdicts = [gates.check(image, i, faces, crops[i]) for i in range(len(faces))]
-    ok = [i for i, v in enumerate(verdicts) if v.ok]
+    judged = [judge.judge(image, faces, i) for i in range(len(faces))]
+    ok = [i for i, j in enumerate(judged) if j.ok]
     matches: list[Match | None] = [None] * len(faces)
     if ok:
-        for i, m in zip(ok, matcher.match(embedder.embed(crops[ok])), strict=True):
+        for i, m in zip(ok, matcher.match(judge.embed([judged[i].crop for i in ok])), strict=True):
             matches[i] = m
-    return faces, matches, verdicts
+    return faces, matches, [j.verdict for j in judged]

@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
-from pipeline.app.config import QualityConfig
 from pipeline.core.align import align
-from pipeline.core.errors import ConfigError, EngineError
+from pipeline.core.errors import EngineError
 from pipeline.core.faces import Faces
 
 TOO_SMALL = "face too small"
@@ -78,27 +76,19 @@ class QualityVerdict:
 
 
 class QualityGates:
-    """`QualityGates(min_face_px=50, ...).check(image_bgr, i, faces, crop)` -> `QualityVerdict`."""
+    """`QualityGates(min_face_px=50, ...).check(image_bgr, i, faces, crop)` -> `QualityVerdict`.
 
-    def __init__(self, min_face_px: float = QualityConfig().min_face_px,
-                 min_sharpness: float = QualityConfig().min_sharpness,
-                 max_yaw: float = QualityConfig().max_yaw,
-                 max_pitch: float = QualityConfig().max_pitch,
-                 min_score: float = QualityConfig().min_score):
-        try:  # the same range checks as the config section, so a bad value fails here too
-            QualityConfig(min_face_px=min_face_px, min_sharpness=min_sharpness, max_yaw=max_yaw,
-                          max_pitch=max_pitch, min_score=min_score)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid quality gate: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    Plain values, checked where config is read (`pipeline.app.config.QualityConfig`); the defaults here equal
+    that section's (a test keeps them in step).
+    """
+
+    def __init__(self, min_face_px: float = 50, min_sharpness: float = 30.0, max_yaw: float = 45.0,
+                 max_pitch: float = 35.0, min_score: float = 0.93):
         self.min_face_px = float(min_face_px)
         self.min_sharpness = float(min_sharpness)
         self.max_yaw = float(max_yaw)
         self.max_pitch = float(max_pitch)
         self.min_score = float(min_score)
-
-    @classmethod
-    def from_config(cls, config: QualityConfig) -> QualityGates:
-        return cls(**config.model_dump())
 
     def candidates(self, faces: Faces) -> np.ndarray:
         """Indices of the faces big and confident enough to be a photo's subject, largest first.
@@ -119,7 +109,7 @@ class QualityGates:
         if crop is None:
             crop = align(image_bgr, points, size=(SHARPNESS_SIDE, SHARPNESS_SIDE), template=SHARPNESS_TEMPLATE)
         yaw, pitch = estimate_pose(points)
-        return {"face_px": round(float(min(box[2] - box[0], box[3] - box[1])), 1),
+        return {"face_px": face_px(box),
                 "score": round(float(faces.score[face_index]), 4),
                 "yaw": round(yaw, 1), "pitch": round(pitch, 1),
                 "sharpness": round(sharpness(crop), 1)}
@@ -145,6 +135,11 @@ class QualityGates:
         else:
             reason = None
         return QualityVerdict(ok=reason is None, reason=reason, measures=m)
+
+
+def face_px(box: np.ndarray) -> float:
+    """The size gate's measure: the shorter side of an xyxy box, rounded as shown (the gate compares this)."""
+    return round(float(min(box[2] - box[0], box[3] - box[1])), 1)
 
 
 def crop_fits(template: np.ndarray, size: tuple[int, int]) -> bool:

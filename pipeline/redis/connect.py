@@ -1,8 +1,9 @@
-"""Redis URLs: turning the config's `redis.url` into a client, and showing URLs without their secrets.
+"""Redis connections: turning the config's `redis.url` into a client.
 
 `connect(url, state_dir)` uses a remote URL as given and falls back to the embedded server
-(redis_server.py) when the URL is unset, or local and nothing listens there. `rediss://` URLs take
+(server.py) when the URL is unset, or local and nothing listens there. `rediss://` URLs take
 redis-py's TLS options as query keys, e.g. `rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem`.
+URLs are shown with their secrets redacted (urls.py).
 """
 
 from __future__ import annotations
@@ -10,58 +11,23 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.core.errors import GalleryError
-
-if TYPE_CHECKING:
-    from pipeline.redis.server import EmbeddedRedis
+from pipeline.core.urls import redact, scrub
+from pipeline.redis.server import EmbeddedRedis
+from pipeline.redis.urls import CLIENT_OPTIONS, is_local
 
 log = logging.getLogger(__name__)
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
-# Timeouts for every client we hand out: a dead server fails fast, an idle pooled connection is
-# checked before reuse instead of failing the first command after a network blip.
-CLIENT_OPTIONS = dict(socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30,
-                      socket_keepalive=True, decode_responses=False)
-_OWNED: dict[Path, "EmbeddedRedis"] = {}  # servers connect() started in this process, by data_dir
-_SECRET_QUERY_KEYS = ("password", "ssl_password")
+_OWNED: dict[Path, EmbeddedRedis] = {}  # servers connect() started in this process, by data_dir
 # rediss:// query keys naming files (e.g. ?ssl_ca_certs=/etc/ssl/my-ca.pem): checked before connecting, since
 # the driver reports a missing one as a connection failure.
 _TLS_FILE_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-
-
-def redact(url: str) -> str:
-    """`url` with its password (in the netloc or a `password=` query) replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is not None:  # user names kept: they help debugging
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    if parts.query:
-        query = [(k, "***" if k in _SECRET_QUERY_KEYS else v)
-                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    # Not geturl(): it turns unix:///path into unix:/path.
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
-
-
-def _secrets_of(url: str) -> list[str]:
-    parts = urlsplit(url)
-    found = [parts.password, unquote(parts.password or "")]
-    found += [v for k, v in parse_qsl(parts.query) if k in _SECRET_QUERY_KEYS]
-    return [f for f in found if f]
-
-
-def is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "unix" or (parts.scheme in ("redis", "rediss") and (parts.hostname or "") in LOCAL_HOSTS)
 
 
 def connect(url: str | None, state_dir: Path) -> redis.Redis:
@@ -88,21 +54,21 @@ def connect(url: str | None, state_dir: Path) -> redis.Redis:
         probe_options = {**CLIENT_OPTIONS, "socket_timeout": CLIENT_OPTIONS["socket_connect_timeout"]}
         probe = redis.Redis.from_url(url, **probe_options, retry=Retry(NoBackoff(), 0))
     except ValueError as exc:
-        raise GalleryError(f"malformed Redis URL {shown}: {_scrub(str(exc), url)}") from None
+        raise GalleryError(f"malformed Redis URL {shown}: {scrub(str(exc), url)}") from None
     try:
         probe.ping()
         return client
     except redis.AuthenticationError:  # a ConnectionError subclass: must come first
         raise GalleryError(f"authentication failed for {shown}") from None
     except redis.ResponseError as exc:
-        raise GalleryError(f"Redis at {where} refused PING ({shown}): {_scrub(str(exc), url)}") from None
+        raise GalleryError(f"Redis at {where} refused PING ({shown}): {scrub(str(exc), url)}") from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         tls = _tls_problem(exc)
         if tls is not None:  # something answers, so never fall back to the embedded server
-            raise GalleryError(f"TLS with Redis at {where} failed ({shown}): {_scrub(tls, url)}") from None
+            raise GalleryError(f"TLS with Redis at {where} failed ({shown}): {scrub(tls, url)}") from None
         if not (is_local(url) and _nothing_listening(exc)):
             raise GalleryError(f"cannot reach Redis at {where} ({shown}): "
-                               f"{_scrub(str(exc), url)}") from None
+                               f"{scrub(str(exc), url)}") from None
     finally:
         probe.close()
     client.close()
@@ -121,10 +87,8 @@ def stop_embedded(state_dir: Path) -> None:
         server.stop()
 
 
-def _embedded(data_dir: Path) -> "EmbeddedRedis":
+def _embedded(data_dir: Path) -> EmbeddedRedis:
     # One object per data folder in this process, so repeated connect() calls share the server we own.
-    from pipeline.redis.server import EmbeddedRedis  # imported here: redis_server imports this module
-
     server = _OWNED.get(data_dir.absolute())
     if server is None or server.port is None:
         server = EmbeddedRedis(data_dir).start()
@@ -158,10 +122,3 @@ def _nothing_listening(exc: BaseException) -> bool:
     """A refused connection or a missing socket file: no server there. Anything else (a timeout, a closed
     connection) means something is listening but is not a usable Redis: starting another would hide that."""
     return any(isinstance(c, (ConnectionRefusedError, FileNotFoundError)) for c in _causes(exc))
-
-
-def _scrub(message: str, url: str) -> str:
-    """`message` with any password from `url` blanked (driver messages could echo it)."""
-    for secret in _secrets_of(url):
-        message = message.replace(secret, "***")
-    return message

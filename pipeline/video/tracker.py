@@ -12,8 +12,12 @@ ends at its first miss: it was a detector flicker or a face passing through, not
 per tracker (= per camera), increasing, never reused.
 
 `needs_embedding` keeps embedding cost low (design decision 7): a face is embedded when its track is new, its
-identity is not yet confirmed (by `IdentityVoter`, which sets `identity_confirmed`), or its quality beats the
+identity is not yet confirmed (`confirm_identity`, once `IdentityVoter` decides), or its quality beats the
 best quality embedded so far by more than `reembed_quality_gain` (and, if set, every `reembed_every` frames).
+
+Only the tracker writes into a `Track`: the stages read tracks and hand decisions back through
+`confirm_identity` and `show_similarity`. Settings are plain values, validated where config is read
+(`pipeline.app.config.TrackerConfig`, whose defaults these equal).
 """
 
 from __future__ import annotations
@@ -22,10 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import ValidationError
 
-from pipeline.app.config import TrackerConfig
-from pipeline.core.errors import ConfigError
 from pipeline.core.faces import Faces
 
 TrackState = Literal["tentative", "confirmed", "lost"]
@@ -33,8 +34,6 @@ TrackState = Literal["tentative", "confirmed", "lost"]
 # full size (quality.py calibration), so beyond ~100 px size no longer limits the embedding.
 QUALITY_FULL_SIDE = 100.0
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity: follows turns within two hits, damps jitter
-
-
 
 
 @dataclass
@@ -48,9 +47,9 @@ class Track:
     age: int = 0  # frames since the first detection
     best_quality: float = 0.0  # best quality among the faces handed out for embedding
     anon_id: str = ""  # stable anonymous id ("cam0-t7") for people nobody enrolled
-    identity: str | None = None  # set by IdentityVoter on confirmation
-    similarity: float | None = None
-    identity_confirmed: bool = False  # set by IdentityVoter: a known identity or "unknown" was confirmed
+    identity: str | None = None  # the confirmed identity (`IouTracker.confirm_identity`)
+    similarity: float | None = None  # shown on the box: the latest match's, then the confirmation's
+    identity_confirmed: bool = False  # a known identity or "unknown" was confirmed
     first_frame: int = 0
     last_frame: int = 0  # frame of the last matching detection
     confirmed_frame: int | None = None  # None: never confirmed (ended tentative tracks are flickers)
@@ -114,12 +113,6 @@ class IouTracker:
 
     def __init__(self, iou_threshold: float = 0.3, confirm_hits: int = 3, max_misses: int = 15,
                  reembed_quality_gain: float = 0.15, reembed_every: int = 0, *, camera: str = "cam"):
-        try:  # the config section's range checks, as a ConfigError
-            TrackerConfig(iou_threshold=iou_threshold, confirm_hits=confirm_hits, max_misses=max_misses,
-                          reembed_quality_gain=reembed_quality_gain, reembed_every=reembed_every)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise ConfigError(f"invalid tracker setting {error['loc'][0]}: {error['msg']}") from None
         self.iou_threshold = float(iou_threshold)
         self.confirm_hits = int(confirm_hits)
         self.max_misses = int(max_misses)
@@ -130,10 +123,6 @@ class IouTracker:
         self._motion: dict[int, _Motion] = {}
         self._next_id = 1
         self._last_frame: int | None = None
-
-    @classmethod
-    def from_config(cls, config: TrackerConfig, camera: str) -> IouTracker:
-        return cls(**config.model_dump(), camera=camera)
 
     @property
     def tracks(self) -> list[Track]:
@@ -172,6 +161,16 @@ class IouTracker:
         for track in active:
             track.box = self._predicted(track.id, frame_index).astype(np.float32)
         return active
+
+    def confirm_identity(self, track: Track, identity: str | None, similarity: float) -> None:
+        """The voter confirmed `identity` (None: unknown) for `track`: shown from now on, and the face is no
+        longer embedded every frame (only on a quality gain or `reembed_every`)."""
+        track.identity, track.similarity, track.identity_confirmed = identity, float(similarity), True
+
+    def show_similarity(self, track: Track, similarity: float) -> None:
+        """The latest match's similarity, shown on the box until a confirmation fixes it."""
+        if not track.identity_confirmed:
+            track.similarity = float(similarity)
 
     def end_all(self) -> list[Track]:
         """End every live track (end of stream); returns them."""

@@ -9,6 +9,9 @@ One appearance (track) gives one confirmation: the confirmed identity is never c
 A different identity can replace it only with its own majority in the window and not before `debounce_frames`
 frames after the previous confirmation, so a track that wavers between two people cannot flood the event
 stream. A tie with the confirmed identity keeps it.
+
+The voter decides and returns its `Confirmation`; applying it to the track is the tracker's job
+(`IouTracker.confirm_identity`). Ballots are keyed by (camera, track id), plain values.
 """
 
 from __future__ import annotations
@@ -16,12 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from pipeline.app.config import VotingConfig
-from pipeline.core.errors import ConfigError
 from pipeline.gallery.matcher import Match
-from pipeline.video.tracker import Track
 
 
 @dataclass(frozen=True)
@@ -43,36 +41,26 @@ class _Ballot:
 
 
 class IdentityVoter:
-    """`vote(track, match, frame_index, quality_ok)` -> a `Confirmation` when the track's identity is confirmed.
+    """`vote(camera, track_id, match, frame_index)` -> a `Confirmation` when that track's identity is confirmed.
 
-    On confirmation the track's `identity`, `similarity` and `identity_confirmed` are set (the tracker reads
-    `identity_confirmed` to stop re-embedding the face every frame). Call `end(track)` when a track ends.
+    Plain values, checked where config is read (`pipeline.app.config.VotingConfig`, whose defaults these
+    equal). Call `end(camera, track_id)` when a track ends.
     """
 
     def __init__(self, min_votes: int = 3, window: int = 10, min_share: float = 0.6, debounce_frames: int = 30):
-        if min_votes > window:
-            raise ConfigError(f"min_votes ({min_votes}) cannot exceed the window ({window}): nothing would confirm")
-        try:  # the config section's range checks, as a ConfigError
-            VotingConfig(min_votes=min_votes, window=window, min_share=min_share, debounce_frames=debounce_frames)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise ConfigError(f"invalid voting setting {error['loc'][0]}: {error['msg']}") from None
         self.min_votes = int(min_votes)
         self.window = int(window)
         self.min_share = float(min_share)
         self.debounce_frames = int(debounce_frames)
         self._ballots: dict[tuple[str, int], _Ballot] = {}
 
-    @classmethod
-    def from_config(cls, config: VotingConfig) -> IdentityVoter:
-        return cls(**config.model_dump())
-
-    def vote(self, track: Track, match: Match | None, frame_index: int, quality_ok: bool) -> Confirmation | None:
+    def vote(self, camera: str, track_id: int, match: Match | None, frame_index: int,
+             quality_ok: bool = True) -> Confirmation | None:
         if match is None or not quality_ok:
             return None
-        ballot = self._ballots.get((track.camera, track.id))
+        ballot = self._ballots.get((camera, track_id))
         if ballot is None:
-            ballot = self._ballots[(track.camera, track.id)] = _Ballot(deque(maxlen=self.window))
+            ballot = self._ballots[(camera, track_id)] = _Ballot(deque(maxlen=self.window))
         ballot.votes.append((match.identity, float(match.similarity)))
         leader = self._leader(ballot)
         if leader is None:
@@ -81,16 +69,15 @@ class IdentityVoter:
         if ballot.confirmed and (identity == ballot.identity or frame_index - ballot.frame < self.debounce_frames):
             return None
         ballot.confirmed, ballot.identity, ballot.frame = True, identity, frame_index
-        track.identity, track.similarity, track.identity_confirmed = identity, similarity, True
-        return Confirmation(track.id, track.camera, identity, similarity, count, frame_index)
+        return Confirmation(track_id, camera, identity, similarity, count, frame_index)
 
-    def end(self, track: Track) -> None:
+    def end(self, camera: str, track_id: int) -> None:
         """Forget a track's votes (call when the tracker ends it)."""
-        self._ballots.pop((track.camera, track.id), None)
+        self._ballots.pop((camera, track_id), None)
 
-    def votes(self, track: Track) -> list[tuple[str | None, float]]:
+    def votes(self, camera: str, track_id: int) -> list[tuple[str | None, float]]:
         """The votes in the track's window, oldest first (for logs and tests)."""
-        ballot = self._ballots.get((track.camera, track.id))
+        ballot = self._ballots.get((camera, track_id))
         return list(ballot.votes) if ballot else []
 
     def __len__(self) -> int:

@@ -69,14 +69,3 @@ def test_geometry():
     np.testing.assert_array_equal(faces.area, [200, 200])
     np.testing.assert_allclose(faces.scaled(2.0).xyxy, faces.xyxy * 2)
     assert len(Faces.concat([faces, faces[0]])) == 3
-
-
-def test_annotate_draws_on_a_copy():
-    from pipeline.annotate import annotate
-
-    image = np.zeros((60, 80, 3), np.uint8)
-    faces = Faces([[10, 10, 40, 50]], np.full((1, 5, 2), 25.0), [0.99])
-    drawn = annotate(image, faces, labels=["alice"])
-    assert drawn.shape == image.shape and drawn.any() and not image.any()
-    with pytest.raises(EngineError, match="one entry per face"):
-        annotate(image, faces, labels=["a", "b"])

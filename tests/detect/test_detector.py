@@ -183,9 +183,9 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
 
 def test_big_batches_run_in_chunks_with_the_same_outputs(onnx_dir):
     # A crowded frame's thousands of R-Net proposals go through in bounded chunks: same numbers, same order.
-    from pipeline.detect.engine_nets import MAX_BATCH, OnnxNet, in_chunks
+    from pipeline.detect.net_engines import MAX_BATCH, NetEngine, in_chunks
 
-    net = OnnxNet("rnet", onnx_dir / "rnet.onnx", threads=1)
+    net = NetEngine.onnx("rnet", onnx_dir / "rnet.onnx", threads=1)
     crops = np.random.default_rng(0).uniform(-1, 1, (2 * MAX_BATCH + 17, 3, 24, 24)).astype(np.float32)
     whole = net._run(crops)
     chunked = net(crops)
@@ -195,3 +195,20 @@ def test_big_batches_run_in_chunks_with_the_same_outputs(onnx_dir):
     calls = []
     in_chunks(lambda x: (calls.append(len(x)) or x,), crops, 100)
     assert calls == [100, 100, 73]
+
+
+def test_both_backends_run_through_the_engine_registry(onnx_dir):
+    # One backend layer: the torch reference and the ONNX path are engines from engines.create_engine, and the
+    # specs given to the torch engine are those the export declares (names, dtypes, fixed sizes).
+    from pipeline.detect.net_engines import NetEngine
+
+    for name in ("pnet", "rnet", "onet"):
+        reference, exported = NetEngine.torch(name), NetEngine.onnx(name, onnx_dir / f"{name}.onnx", threads=1)
+        assert (reference.engine.name, exported.engine.name) == ("torch", "onnxruntime")
+        for ours, theirs in ((reference.engine.inputs, exported.engine.inputs),
+                             (reference.engine.outputs, exported.engine.outputs)):
+            assert [(s.name, s.dtype, s.rank) for s in ours] == [(s.name, s.dtype, s.rank) for s in theirs]
+            fixed = [[d if isinstance(d, int) else None for d in s.shape] for s in ours]
+            assert fixed == [[d if isinstance(d, int) else None for d in s.shape] for s in theirs], name
+    with pytest.raises(EngineError, match="must have size 24 on axis 2"):
+        NetEngine.torch("rnet")(np.zeros((1, 3, 48, 48), np.float32))

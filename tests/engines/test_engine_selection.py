@@ -15,6 +15,7 @@ from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.registry import _REGISTRY
 from engines.selection import PREFERENCE, choose_engine
 from pipeline.core.errors import EngineError
+from trainer.models import create_model
 
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "models" / "facestream-default.json"
@@ -90,6 +91,11 @@ def test_tensorrt_profile_covers_the_batch_range():
     }
 
 
+def torch_cuda_engine(**options):
+    """The torch-cuda engine on the shipped model, with the trainer's architectures passed in as callers do."""
+    return create_engine("torch-cuda", model_path=ONNX, create_model=create_model, **options)
+
+
 def real_batch(n: int = 16) -> np.ndarray:
     """Normalised real LFW crops when the cache exists, else a fixed random batch."""
     card = torch_cuda.read_card(CARD)
@@ -103,7 +109,7 @@ def real_batch(n: int = 16) -> np.ndarray:
 
 def test_weights_from_onnx_initializers_reproduce_ort_on_cpu():
     """The real check that every state-dict entry (the `centre` buffer and the rewritten fc MatMul) maps."""
-    module, _, _ = build = torch_cuda.build_module(CARD)
+    module, _, _ = build = torch_cuda.build_module(CARD, create_model)
     assert build[1:] == ("image", "embedding")
     # The shipped card's `centre` is zeros (trained without re-centring); it must still come from the ONNX.
     import onnx
@@ -111,7 +117,7 @@ def test_weights_from_onnx_initializers_reproduce_ort_on_cpu():
 
     stored = {i.name: i for i in onnx.load(str(ONNX)).graph.initializer}
     np.testing.assert_array_equal(module.centre.numpy(), numpy_helper.to_array(stored["centre"]))
-    engine = create_engine("torch-cuda", model_path=ONNX, device="cpu", fp16=False, cuda_graphs=False)
+    engine = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False)
     x = real_batch()
     ours = engine.run({"image": x})["embedding"]
     theirs = OnnxRuntimeEngine(ONNX).run({"image": x})["embedding"]
@@ -119,33 +125,39 @@ def test_weights_from_onnx_initializers_reproduce_ort_on_cpu():
     assert np.abs(ours - theirs).max() < 1e-4
 
 
+def test_architectures_are_passed_in_not_imported_from_the_trainer():
+    # engines/ may not import trainer/ (docs/architecture.md): without `create_model` the engine cannot be built.
+    with pytest.raises(EngineError, match="create_model"):
+        create_engine("torch-cuda", model_path=ONNX, device="cpu", fp16=False, cuda_graphs=False)
+
+
 def test_state_dict_export_round_trips(tmp_path):
-    path = torch_cuda.export_state_dict(CARD, tmp_path / "weights.pt")
-    from_pt = create_engine("torch-cuda", model_path=ONNX, weights=path, device="cpu", fp16=False, cuda_graphs=False)
-    from_onnx = create_engine("torch-cuda", model_path=ONNX, device="cpu", fp16=False, cuda_graphs=False)
+    path = torch_cuda.export_state_dict(CARD, tmp_path / "weights.pt", create_model)
+    from_pt = torch_cuda_engine(weights=path, device="cpu", fp16=False, cuda_graphs=False)
+    from_onnx = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False)
     x = real_batch(4)
     np.testing.assert_array_equal(from_pt.run({"image": x})["embedding"], from_onnx.run({"image": x})["embedding"])
 
 
 def test_state_dict_from_another_model_is_refused(tmp_path):
-    path = torch_cuda.export_state_dict(CARD, tmp_path / "weights.pt")
+    path = torch_cuda.export_state_dict(CARD, tmp_path / "weights.pt", create_model)
     payload = torch.load(path, weights_only=True)
     payload["fingerprint"] = "0" * 16
     torch.save(payload, path)
     with pytest.raises(EngineError, match="fingerprint"):
-        create_engine("torch-cuda", model_path=ONNX, weights=path, device="cpu", fp16=False, cuda_graphs=False)
+        torch_cuda_engine(weights=path, device="cpu", fp16=False, cuda_graphs=False)
 
 
 def test_torch_cuda_engine_refuses_fp16_on_cpu():
     with pytest.raises(EngineError, match="CUDA"):
-        create_engine("torch-cuda", model_path=ONNX, device="cpu")
+        torch_cuda_engine(device="cpu")
 
 
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_fp16_cuda_matches_ort_cpu(cuda_graphs):
-    engine = create_engine("torch-cuda", model_path=ONNX, cuda_graphs=cuda_graphs)
+    engine = torch_cuda_engine(cuda_graphs=cuda_graphs)
     x = real_batch(16)
     reference = OnnxRuntimeEngine(ONNX, providers=["CPUExecutionProvider"]).run({"image": x})["embedding"]
     for batch in (1, 5, 16):  # 5 is padded into the 16 bucket
@@ -157,10 +169,10 @@ def test_fp16_cuda_matches_ort_cpu(cuda_graphs):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_graphs_split_batches_above_the_largest_bucket():
-    engine = create_engine("torch-cuda", model_path=ONNX, batch_buckets=(1, 4))
+    engine = torch_cuda_engine(batch_buckets=(1, 4))
     x = real_batch(10)
     graphed = engine.run({"image": x})["embedding"]
-    eager = create_engine("torch-cuda", model_path=ONNX, cuda_graphs=False).run({"image": x})["embedding"]
+    eager = torch_cuda_engine(cuda_graphs=False).run({"image": x})["embedding"]
     assert graphed.shape == (10, 128)
     assert np.abs(graphed - eager).max() < 1e-2
     assert sorted(engine._graphs) == [4]

@@ -1,4 +1,5 @@
-"""engines/build, cuda_buffers, tensorrt_engine: plan cache keys and profiles on CPU; build/run/parity on a GPU."""
+"""engines/build, onnx_graph, cuda_buffers, tensorrt_engine: plan cache keys and profiles on CPU; build/run/parity
+on a GPU."""
 
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ from engines.build import (
     file_sha256,
     main,
     network_mode,
-    onnx_float_dtype,
-    onnx_has_qdq,
-    onnx_input_specs,
     parse_trt_version,
     plan_cache_key,
     plan_path,
@@ -33,6 +31,7 @@ from engines.build import (
 )  # fmt: skip
 from engines.cuda_buffers import HostDeviceBuffer, check
 from engines.onnx_export import export_onnx
+from engines.onnx_graph import onnx_float_dtype, onnx_has_qdq, onnx_input_specs
 from engines.tensorrt_engine import TensorRTEngine
 from pipeline.core.errors import EngineError
 

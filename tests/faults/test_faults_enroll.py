@@ -23,7 +23,7 @@ from pipeline.core.model_card import ModelCard
 from pipeline.gallery import GalleryMirror, GalleryStore, Snapshot
 from pipeline.gallery.keys import GalleryKeys, element
 from pipeline.gallery.matcher import Matcher
-from pipeline.gallery.search import ServerSearch
+from pipeline.gallery.search import ExactSearch, ServerSearch
 from pipeline.gallery.threshold import threshold_from_card
 from pipeline.recognise.embedder import DEFAULT_MODEL
 from pipeline.redis.server import EmbeddedRedis
@@ -236,14 +236,12 @@ def enrol_lfw(shared_data: Path, store: GalleryStore) -> tuple[np.ndarray, Model
     """Enrol four LFW people (2 photos each; one under a non-ASCII name, one with metadata), rename one and
     remove another; (the embeddings of a held-out photo of each, in RESTART_PEOPLE order; the model card)."""
     from pipeline.app.config import load_app_config
-    from pipeline.detect import detector_from_config
-    from pipeline.recognise.embedder import Embedder
+    from pipeline.app.services import make_detector, make_embedder, quality_gates
     from pipeline.recognise.enrollment import Enroller, EnrollmentReport
-    from pipeline.recognise.quality import QualityGates
 
     cfg = load_app_config(None, ["detector.engine=onnxruntime"])
-    embedder = Embedder.from_config(DEFAULT_MODEL, cfg.engine)
-    enroller = Enroller(detector_from_config(cfg.detector), embedder, QualityGates.from_config(cfg.quality))
+    embedder = make_embedder(cfg, DEFAULT_MODEL)
+    enroller = Enroller(make_detector(cfg), embedder, quality_gates(cfg))
     queries = []
     for person, name in RESTART_PEOPLE.items():
         photos = sorted((shared_data / "lfw" / "images" / person).glob("*.jpg"))
@@ -273,7 +271,7 @@ def test_gallery_survives_redis_sigkill_and_restart(shared_data, tmp_path):
                                                           (SUGIYAMA, {})]
         with GalleryMirror(store) as mirror:
             snapshot = by_identity(mirror.current())
-            matched = Matcher(mirror, threshold).match(queries)
+            matched = Matcher(ExactSearch(mirror), threshold).match(queries)
         served = Matcher(ServerSearch(store.client, gallery="g"), threshold).match(queries)
         assert [m.identity for m in matched] == [None, SUGIYAMA, "Al Sharpton", RENAMED]
         check_server_index(store)
@@ -296,7 +294,7 @@ def test_gallery_survives_redis_sigkill_and_restart(shared_data, tmp_path):
         assert store.identities() == people and store.head() == head
         with GalleryMirror(store) as mirror:
             assert by_identity(mirror.current()) == snapshot
-            assert Matcher(mirror, threshold).match(queries) == matched
+            assert Matcher(ExactSearch(mirror), threshold).match(queries) == matched
         assert Matcher(ServerSearch(store.client, gallery="g"), threshold).match(queries) == served
         # The change numbers carry on from the restored head, in the same epoch.
         _, template_ids, rows = store.read_full(people[0].id)

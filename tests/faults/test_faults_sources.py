@@ -15,6 +15,7 @@ import cv2
 import pytest
 
 from pipeline.app.config import load_app_config
+from pipeline.app.services import frame_sources
 from pipeline.core.errors import ConfigError
 from pipeline.video.sources import FrameSource, SourceGroup
 
@@ -109,8 +110,8 @@ def jpegs(shared_data) -> list[bytes]:
 
 
 def sources_config(*overrides: str):
-    """The `sources` section as run.py would build it from --set overrides."""
-    return load_app_config(None, ["sources.backoff_initial=0.1", "sources.backoff_max=2", *overrides]).sources
+    """The config run.py would build from --set overrides (its `sources` section is what counts here)."""
+    return load_app_config(None, ["sources.backoff_initial=0.1", "sources.backoff_max=2", *overrides])
 
 
 def watch(group: SourceGroup, done, timeout: float) -> dict[str, list[float]]:
@@ -143,7 +144,7 @@ def test_a_stalled_stream_is_reopened_after_stall_seconds(jpegs):
     cameras = {"door": Camera([Connection(frames=15, then="stall"), Connection()]), "hall": Camera([Connection()])}
     with MjpegServer(jpegs, cameras) as server:
         cfg = sources_config("sources.stall_seconds=2")
-        door, hall = (FrameSource.from_config(server.url(n), n, cfg) for n in ("door", "hall"))
+        door, hall = frame_sources(cfg, [(n, server.url(n)) for n in ("door", "hall")])
         with SourceGroup([door, hall]) as group:
             started = time.monotonic()
             arrivals = watch(group, lambda: door.stats.reconnects and door.stats.frames_read >= 30, timeout=15)
@@ -164,7 +165,7 @@ def test_a_stream_that_hangs_up_is_reopened_with_backoff(jpegs):
                "hall": Camera([Connection()])}
     with MjpegServer(jpegs, cameras) as server:
         cfg = sources_config()
-        door, hall = (FrameSource.from_config(server.url(n), n, cfg) for n in ("door", "hall"))
+        door, hall = frame_sources(cfg, [(n, server.url(n)) for n in ("door", "hall")])
         with SourceGroup([door, hall]) as group:
             started = time.monotonic()
             arrivals = watch(group, lambda: len(cameras["door"].opened) >= 4 and door.stats.frames_read >= 30,
@@ -189,7 +190,7 @@ def test_corrupt_jpeg_parts_are_skipped_and_counted(jpegs):
                "hall": Camera([Connection()])}
     with MjpegServer(jpegs, cameras) as server:
         cfg = sources_config()  # stall_seconds 5: the idle connection after the last part is not reopened yet
-        door, hall = (FrameSource.from_config(server.url(n), n, cfg) for n in ("door", "hall"))
+        door, hall = frame_sources(cfg, [(n, server.url(n)) for n in ("door", "hall")])
         with SourceGroup([door, hall]) as group:
             started = time.monotonic()
             arrivals = watch(group, lambda: door.stats.frames_read >= sent - len(garbage), timeout=15)

@@ -48,7 +48,7 @@ PEOPLE = {"alice": [at(0.9), at(0.5, 2)], "bob": [at(0.8, 3), at(0.75)], "carol"
     ("mean_top2", 2, "bob", 0.775, "alice", 0.7),
 ])
 def test_identity_scores_hand_computed(score, k, best, best_sim, runner, runner_sim):
-    (match,) = Matcher(snapshot_of(PEOPLE), threshold=0.5, score=score, k=k).match(QUERY)
+    (match,) = Matcher(ExactSearch(snapshot_of(PEOPLE)), threshold=0.5, score=score, k=k).match(QUERY)
     assert (match.identity, match.identity_id, match.runner_up) == (best, f"id-{best}", runner)
     assert match.similarity == pytest.approx(best_sim, abs=1e-6)
     assert match.runner_up_similarity == pytest.approx(runner_sim, abs=1e-6)
@@ -56,7 +56,7 @@ def test_identity_scores_hand_computed(score, k, best, best_sim, runner, runner_
 
 
 def test_mean_top2_of_single_template_identity_is_its_max():
-    (match,) = Matcher(snapshot_of({"carol": [at(0.6)], "dan": [at(0.3), at(0.1)]}), 0.0,
+    (match,) = Matcher(ExactSearch(snapshot_of({"carol": [at(0.6)], "dan": [at(0.3), at(0.1)]})), 0.0,
                        score="mean_top2").match(QUERY)
     assert match.identity == "carol" and match.similarity == pytest.approx(0.6, abs=1e-6)
     assert match.runner_up_similarity == pytest.approx(0.2, abs=1e-6)
@@ -67,7 +67,7 @@ def test_open_set_threshold(threshold, known):
     snapshot = snapshot_of(PEOPLE)
     if threshold == 0.9:  # exactly the best score: accepted (>=)
         threshold = float(ExactSearch(snapshot).search(QUERY, 1).similarities[0, 0])
-    (match,) = Matcher(snapshot, threshold).match(QUERY)
+    (match,) = Matcher(ExactSearch(snapshot), threshold).match(QUERY)
     assert match.identity == ("alice" if known else None)
     assert match.identity_id == ("id-alice" if known else None)
     # An unknown face still reports how close the best candidate came.
@@ -75,23 +75,23 @@ def test_open_set_threshold(threshold, known):
 
 
 def test_single_identity_has_no_runner_up():
-    (match,) = Matcher(snapshot_of({"alice": [at(0.9)]}), 0.5).match(QUERY)
+    (match,) = Matcher(ExactSearch(snapshot_of({"alice": [at(0.9)]})), 0.5).match(QUERY)
     assert match == Match("alice", "id-alice", pytest.approx(0.9, abs=1e-6), None, None, None)
 
 
 def test_empty_gallery_makes_every_face_unknown():
     empty = Snapshot("0-0", None, "float32", [], [], np.zeros((0, DIM), np.float32), None, np.zeros(0, np.int32))
-    matches = Matcher(empty, 0.5).match(np.repeat(QUERY, 3, axis=0))
+    matches = Matcher(ExactSearch(empty), 0.5).match(np.repeat(QUERY, 3, axis=0))
     assert matches == [Match(None, None, NO_SIMILARITY, None, None, None)] * 3
 
 
 def test_no_faces_no_matches():
-    assert Matcher(snapshot_of(PEOPLE), 0.5).match(np.zeros((0, DIM), np.float32)) == []
+    assert Matcher(ExactSearch(snapshot_of(PEOPLE)), 0.5).match(np.zeros((0, DIM), np.float32)) == []
 
 
 def test_identity_with_more_templates_than_k_still_gets_runner_up():
     many = {"alice": [at(0.9 - 0.01 * i) for i in range(10)], "bob": [at(0.5, 2)]}
-    (match,) = Matcher(snapshot_of(many), 0.5, k=4).match(QUERY)
+    (match,) = Matcher(ExactSearch(snapshot_of(many)), 0.5, k=4).match(QUERY)
     assert (match.identity, match.runner_up) == ("alice", "bob")
 
 
@@ -104,7 +104,7 @@ def test_batched_equals_one_by_one(dtype):
         scales = (np.abs(gallery.templates).max(axis=1) / 127).astype(np.float32)
         codes = np.round(gallery.templates / scales[:, None]).astype(np.int8)
         snapshot = replace(snapshot, dtype="int8", matrix=codes, scales=scales)
-    matcher = Matcher(snapshot, 0.5, score="mean_top2", k=4)
+    matcher = Matcher(ExactSearch(snapshot), 0.5, score="mean_top2", k=4)
     batched = matcher.match(gallery.queries)
     for query, match in zip(gallery.queries, batched):
         (single,) = matcher.match(query[None])
@@ -124,7 +124,7 @@ def test_best_identity_matches_numpy_oracle(score):
     snapshot = Snapshot("1-0", "fp", "float32", [f"i{x}" for x in range(n)], [f"p{x}" for x in range(n)],
                         templates, None, owner)
     sims = gallery.queries @ templates.T
-    matches = Matcher(snapshot, 0.5, score=score, k=3).match(gallery.queries)
+    matches = Matcher(ExactSearch(snapshot), 0.5, score=score, k=3).match(gallery.queries)
     for row, match in zip(sims, matches):
         per = [np.sort(row[owner == i])[::-1] for i in range(n)]
         scores = np.array([p[0] if score == "max" or len(p) == 1 else p[:2].mean() for p in per])
@@ -145,7 +145,7 @@ class FakeMirror:
 
 def test_live_mirror_matches_new_enrolments():
     mirror = FakeMirror(snapshot_of({"carol": [at(0.6, 2)]}))
-    matcher = Matcher(mirror, threshold=0.7)
+    matcher = Matcher(ExactSearch(mirror), threshold=0.7)
     assert matcher.match(QUERY)[0].identity is None
     mirror.snapshot = snapshot_of({"carol": [at(0.6, 2)], "erin": [at(0.95)]})
     assert matcher.match(QUERY)[0].identity == "erin"
@@ -167,14 +167,18 @@ def test_matcher_over_approximate_search():
 ])
 def test_bad_embeddings_are_refused(embeddings, message):
     with pytest.raises(GalleryError, match=message):
-        Matcher(snapshot_of(PEOPLE), 0.5).match(embeddings)
+        Matcher(ExactSearch(snapshot_of(PEOPLE)), 0.5).match(embeddings)
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(GalleryError, match="score must be"):
-        Matcher(snapshot_of(PEOPLE), 0.5, score="median")
-    with pytest.raises(GalleryError, match="expected a GalleryMirror or a Snapshot"):
+        Matcher(ExactSearch(snapshot_of(PEOPLE)), 0.5, score="median")
+    with pytest.raises(GalleryError, match=r"needs a search backend \(e.g. ExactSearch\(mirror\)\), got object"):
         Matcher(object(), 0.5)
+    with pytest.raises(GalleryError, match=r"needs a search backend .*got FakeMirror"):
+        Matcher(FakeMirror(snapshot_of(PEOPLE)), 0.5)  # a mirror is not a search: say which one
+    with pytest.raises(GalleryError, match="expected a GalleryMirror or a Snapshot, got object"):
+        ExactSearch(object())
 
 
 def card(thresholds):

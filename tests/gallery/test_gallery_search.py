@@ -6,7 +6,7 @@ import pytest
 
 from bench.gallery import synthetic_gallery
 from pipeline.core.errors import GalleryError
-from pipeline.gallery import Snapshot
+from pipeline.gallery import GalleryStore, Snapshot
 from pipeline.gallery.search import (
     ApproximateSearch,
     ExactSearch,
@@ -85,6 +85,15 @@ def test_empty_gallery_returns_no_rows():
     snapshot = make_snapshot(np.zeros((0, 8), np.float32), np.zeros(0, np.int32))
     hits = ExactSearch(snapshot).search(np.ones((2, 8), np.float32), 3)
     assert (hits.rows == -1).all() and np.isneginf(hits.similarities).all()
+
+
+@pytest.mark.parametrize("backend", [ExactSearch, lambda source: ApproximateSearch(source, exact_below=0)])
+def test_gallery_never_written_has_no_dim_yet_and_answers_no_rows(redis_client, backend):
+    """A gallery nobody has enrolled into has no dim: its snapshot is (0, 0), and any embedding is a query."""
+    snapshot = GalleryStore(redis_client, "nobody").snapshot()
+    assert snapshot.matrix.shape == (0, 0)
+    hits = backend(snapshot).search(np.eye(2, 128, dtype=np.float32), 3)
+    assert hits.rows.shape == (2, 3) and (hits.rows == -1).all() and np.isneginf(hits.similarities).all()
 
 
 @pytest.mark.parametrize("queries,message", [
@@ -180,3 +189,21 @@ def test_server_missing_vector_set_is_an_empty_gallery(redis_client):
     server = ServerSearch(redis_client, gallery="none", resolve=lambda elements: [])
     hits = server.search(np.ones((2, 8), np.float32) / np.sqrt(8), 3)
     assert (hits.rows == -1).all()
+
+
+def test_server_search_of_a_store_resolves_its_identities(redis_client):
+    store = GalleryStore.open(redis_client, "indexed", server_index_for_new=True)
+    templates = np.eye(3, 8, dtype=np.float32)
+    for name, row in zip(["Ada", "Bob", "Cy"], templates):
+        store.add(name, row[None], [f"{name}-0"], "m")
+    hits = ServerSearch.of_store(store).search(templates[[1]], 2)
+    assert hits.labels.names[hits.labels.owner[hits.rows[0, 0]]] == "Bob"
+    assert hits.similarities[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_server_search_refuses_a_gallery_without_a_vector_set(redis_client):
+    store = GalleryStore(redis_client, "plain")
+    ServerSearch.of_store(store)  # never written: nothing to refuse yet
+    store.add("Ada", np.eye(1, 8, dtype=np.float32), ["a"], "m")
+    with pytest.raises(GalleryError, match="gallery 'plain' was created without a server index"):
+        ServerSearch.of_store(store)

@@ -122,6 +122,27 @@ def test_other_model_is_refused_naming_both_fingerprints(store):
     assert store.fingerprint == "facenet-v2"
 
 
+def test_open_keeps_an_existing_gallerys_settings_and_applies_new_ones_only_to_a_new_gallery(redis_client):
+    fresh = GalleryStore.open(redis_client, "made", dtype_for_new="int8", server_index_for_new=True)
+    assert (fresh.dtype, fresh.server_index, fresh.meta()) == ("int8", True, {})
+    fresh.add("Ada", unit(1), ["a"], "model-1")
+    assert redis_client.exists(fresh.keys.vset)
+    again = GalleryStore.open(redis_client, "made", dtype_for_new="float32", server_index_for_new=False)
+    assert (again.dtype, again.server_index) == ("int8", True)  # as created, whatever the caller would pick
+    again.add("Bob", unit(1, seed=2), ["b"], "model-1")
+    assert redis_client.execute_command("VCARD", again.keys.vset) == 2
+    assert GalleryStore.open(redis_client, "made", fingerprint="model-1").dtype == "int8"
+
+
+def test_open_refuses_another_models_gallery_naming_both_fingerprints(store):
+    assert GalleryStore.open(store.client, "test", fingerprint="facenet-v2").meta() == {}  # empty: unbound
+    store.add("Ada", unit(1), ["a"], "facenet-v1")
+    with pytest.raises(GalleryError, match=r"gallery 'test' holds templates of model facenet-v1, but the embedder "
+                                           r"is model facenet-v2: use the gallery's model \(--model\) or re-enrol"):
+        GalleryStore.open(store.client, "test", fingerprint="facenet-v2")
+    assert GalleryStore.open(store.client, "test").fingerprint == "facenet-v1"  # no fingerprint: no check
+
+
 BAD_EMBEDDINGS = {
     "nan": (lambda r: np.where(np.arange(128) == 5, np.nan, r), "NaN or inf"),
     "inf": (lambda r: np.where(np.arange(128) == 0, np.inf, r), "NaN or inf"),

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.app.config import QualityConfig, load_app_config
+from pipeline.app.services import quality_gates
 from pipeline.core.errors import ConfigError, EngineError
 from pipeline.core.faces import Faces
 from pipeline.core.images import read_image
@@ -20,7 +22,6 @@ from pipeline.recognise.quality import (
     TOO_BLURRED,
     TOO_SMALL,
     YAW_DEPTH_RATIO,
-    QualityConfig,
     QualityGates,
     estimate_pose,
     sharpness,
@@ -94,9 +95,16 @@ def test_candidates_skip_small_and_unsure_faces_largest_first():
 
 @pytest.mark.parametrize("field, value", [("max_yaw", 0), ("min_score", 1.5), ("min_face_px", -1)])
 def test_out_of_range_thresholds_raise_config_error(field, value):
-    with pytest.raises(ConfigError, match=field):
-        QualityGates(**{field: value})
-    assert QualityGates.from_config(QualityConfig()).max_yaw == QualityConfig().max_yaw
+    """Checked once, where config is read; the gates themselves take plain values."""
+    with pytest.raises(ConfigError, match=f"quality.{field}"):
+        load_app_config(None, [f"quality.{field}={value}"])
+    gates = quality_gates(load_app_config(None, ["quality.max_yaw=30"]))
+    assert (gates.max_yaw, gates.min_score) == (30.0, QualityConfig().min_score)
+
+
+def test_library_defaults_equal_the_config_section():
+    gates, section = QualityGates(), QualityConfig()
+    assert {name: getattr(gates, name) for name in QualityConfig.model_fields} == section.model_dump()
 
 
 def test_sharpness_is_normalised_for_crop_size(shared_data):

@@ -18,8 +18,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.core.errors import GalleryError
-from pipeline.redis.connect import connect, is_local, redact, stop_embedded
+from pipeline.core.urls import redact
+from pipeline.redis.connect import connect, stop_embedded
 from pipeline.redis.server import EmbeddedRedis
+from pipeline.redis.urls import is_local
 
 REPO = Path(__file__).resolve().parents[2]
 

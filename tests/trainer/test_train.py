@@ -14,6 +14,7 @@ import torch
 
 from pipeline.core.model_card import load_card
 from pipeline.core.settings import load_config
+from pipeline.detect import MTCNN
 from trainer.config import TrainConfig
 from trainer.crops import CropCache
 from trainer.export import export
@@ -33,7 +34,7 @@ def tiny_cache(shared_data, tmp_path_factory) -> Path:
         for image in sorted((shared_data / "lfw" / "images" / name).glob("*.jpg"))[:4]:
             (root / name / image.name).symlink_to(image)
     out = tmp_path_factory.mktemp("cache") / "crops"
-    summary = prepare(root, out, size=(112, 112), progress=False)
+    summary = prepare(root, out, size=(112, 112), detector=MTCNN(engine="torch"), progress=False)
     assert summary.crops == 24
     return out
 

@@ -4,6 +4,7 @@ Live cameras are simulated with injected openers (fault injection); files are re
 ../shared/data and tiny videos written into tmp_path.
 """
 
+import inspect
 import threading
 import time
 
@@ -11,9 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.app.config import SourceConfig, load_app_config
+from pipeline.app.services import frame_sources
 from pipeline.core.errors import ConfigError, SourceError
 from pipeline.core.frames import Frame
-from pipeline.video.sources import FrameSource, SourceGroup, default_camera_name, redact_spec, source_kind
+from pipeline.core.urls import redact
+from pipeline.video.sources import FrameSource, SourceGroup, default_camera_name, source_kind
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
 
@@ -81,7 +85,8 @@ def test_source_kind_of_a_file_and_names(tmp_path):
     assert default_camera_name(str(video), "file") == "door_cam"
     assert default_camera_name("0", "webcam") == "cam0"
     assert default_camera_name("rtsp://u:p@10.0.0.5:554/live/1", "stream") == "10.0.0.5_live_1"
-    assert redact_spec("rtsp://u:secret@10.0.0.5:554/s") == "rtsp://u:***@10.0.0.5:554/s"
+    assert redact("rtsp://u:secret@10.0.0.5:554/s") == "rtsp://u:***@10.0.0.5:554/s"
+    assert redact("0") == "0" and redact("clips/a.mp4") == "clips/a.mp4"  # webcams and files as they are
 
 
 def test_missing_file_is_a_source_error_naming_it(tmp_path):
@@ -105,10 +110,19 @@ def test_unreadable_file_fails_at_start_naming_it(tmp_path):
 
 
 def test_bad_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="policy"):
-        FrameSource("0", policy="newest", opener=lambda s: FakeCapture())
-    with pytest.raises(ConfigError, match="backoff"):
-        FrameSource("0", backoff_initial=5, backoff_max=1, opener=lambda s: FakeCapture())
+    """Checked once, where config is read (the sources take plain values)."""
+    with pytest.raises(ConfigError, match="sources.policy"):
+        load_app_config(None, ["sources.policy=newest"])
+    with pytest.raises(ConfigError, match=r"backoff_initial \(5.0\) exceeds backoff_max \(1.0\)"):
+        load_app_config(None, ["sources.backoff_initial=5", "sources.backoff_max=1"])
+
+
+def test_sources_take_the_config_section_and_its_defaults():
+    cfg = load_app_config(None, ["sources.queue_size=7", "sources.stall_seconds=2"])
+    door, hall = frame_sources(cfg, [("door", "0"), ("hall", "1")], opener=lambda s: FakeCapture())
+    assert (door.camera, hall.camera, door.queue_size, hall.stall_seconds) == ("door", "hall", 7, 2.0)
+    parameters = inspect.signature(FrameSource).parameters
+    assert {name: parameters[name].default for name in SourceConfig.model_fields} == SourceConfig().model_dump()
 
 
 def test_read_before_start_is_an_error_not_a_hang():

@@ -1,8 +1,12 @@
 """IoU tracker on synthetic box sequences: life cycle, crossing faces, gaps, id reuse, embedding decisions."""
 
+import inspect
+
 import numpy as np
 import pytest
 
+from pipeline.app.config import TrackerConfig, load_app_config
+from pipeline.app.services import tracker_factory
 from pipeline.core.errors import ConfigError
 from pipeline.core.faces import Faces
 from pipeline.video.tracker import IouTracker, default_quality, greedy_match, iou_matrix
@@ -121,7 +125,7 @@ def test_needs_embedding_new_unconfirmed_quality_gain_and_period():
     assert new.is_new and new.needs_embedding and new.track.best_quality == 0.5
     (again,), _ = tracker.update(faces_of([box_at(1)]), 1, q(0.4))
     assert again.needs_embedding  # identity not confirmed yet: keep embedding
-    new.track.identity_confirmed = True  # what IdentityVoter does on confirmation
+    tracker.confirm_identity(new.track, "ann", 0.9)  # what the stage does on the voter's confirmation
     decisions = [tracker.update(faces_of([box_at(2 + i)]), 2 + i, q(v))[0][0].needs_embedding
                  for i, v in enumerate([0.5, 0.6, 0.64, 0.66, 0.7, 0.8, 0.82])]
     assert decisions == [False, False, False, True, False, False, True]  # > best + 0.15 (0.5, then 0.66)
@@ -129,7 +133,7 @@ def test_needs_embedding_new_unconfirmed_quality_gain_and_period():
 
     periodic = IouTracker(confirm_hits=1, reembed_every=5)
     (first,), _ = periodic.update(faces_of([box_at(0)]), 0, q(0.5))
-    first.track.identity_confirmed = True
+    periodic.confirm_identity(first.track, None, 0.4)
     decisions = [periodic.update(faces_of([box_at(0)]), f, q(0.5))[0][0].needs_embedding for f in range(1, 11)]
     assert decisions == [False, False, False, False, True, False, False, False, False, True]
 
@@ -139,7 +143,7 @@ def test_default_quality_is_score_times_size_and_a_closer_face_is_re_embedded():
     assert quality == pytest.approx([0.297, 0.495, 0.99, 0.99], abs=1e-6)
     tracker = IouTracker(confirm_hits=1)
     (first,), _ = tracker.update(faces_of([box_at(0, side=40)]), 0)
-    first.track.identity_confirmed = True
+    tracker.confirm_identity(first.track, "ann", 0.9)
     sides = range(42, 64, 2)  # walking towards the camera
     decisions = {side: tracker.update(faces_of([box_at(0, side=side)]), side)[0][0] for side in sides}
     assert all(a.track is first.track for a in decisions.values())
@@ -158,9 +162,33 @@ def test_predict_moves_active_tracks_with_their_velocity():
     assert {t.id for t in tracker.end_all()} == {1, 2} and tracker.tracks == []
 
 
+def test_confirm_identity_fixes_what_the_box_shows():
+    tracker = IouTracker(confirm_hits=1)
+    (a,), _ = tracker.update(faces_of([box_at(0)]), 0)
+    track = a.track
+    tracker.show_similarity(track, 0.5)
+    assert (track.identity, track.similarity, track.identity_confirmed) == (None, 0.5, False)
+    tracker.confirm_identity(track, "ann", 0.9)
+    assert (track.identity, track.similarity, track.identity_confirmed) == ("ann", 0.9, True)
+    tracker.show_similarity(track, 0.6)  # a later match no longer changes the confirmed similarity
+    assert track.similarity == 0.9
+    tracker.confirm_identity(track, None, 0.7)  # a different majority later: confirmed unknown
+    assert (track.identity, track.similarity, track.identity_confirmed) == (None, 0.7, True)
+
+
+def test_settings_come_from_the_config_section():
+    with pytest.raises(ConfigError, match="tracker.iou_threshold"):
+        load_app_config(None, ["tracker.iou_threshold=1.5"])
+    tracker = tracker_factory(load_app_config(None, ["tracker.confirm_hits=5"]))("door")
+    assert (tracker.camera, tracker.confirm_hits, tracker.max_misses) == ("door", 5, TrackerConfig().max_misses)
+
+
+def test_library_defaults_equal_the_config_section():
+    parameters = inspect.signature(IouTracker).parameters
+    assert {name: parameters[name].default for name in TrackerConfig.model_fields} == TrackerConfig().model_dump()
+
+
 def test_bad_inputs_are_rejected():
-    with pytest.raises(ConfigError, match="iou_threshold"):
-        IouTracker(iou_threshold=1.5)
     tracker = IouTracker()
     tracker.update(faces_of([box_at(0)]), 5)
     with pytest.raises(ValueError, match="backwards"):

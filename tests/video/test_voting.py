@@ -1,18 +1,25 @@
-"""Identity voting: majority and share within the window, quality gating, one confirmation per appearance."""
+"""Identity voting: majority and share within the window, quality gating, one confirmation per appearance.
 
-import numpy as np
+The voter only decides: it keys ballots by (camera, track id) and never sees a track; applying a confirmation
+to the track is the tracker's (tests/video/test_tracker.py, tests/video/test_stages.py).
+"""
+
+import inspect
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.app.config import VotingConfig, load_app_config
+from pipeline.app.services import identity_voter
 from pipeline.core.errors import ConfigError
 from pipeline.gallery.matcher import Match
-from pipeline.video.tracker import Track
 from pipeline.video.voting import IdentityVoter
 
 
-def track(track_id=1, camera="cam0") -> Track:
-    return Track(id=track_id, camera=camera, box=np.zeros(4, np.float32), anon_id=f"{camera}-t{track_id}")
+def track(track_id=1, camera="cam0") -> tuple[str, int]:
+    """A track as the voter knows it: (camera, track id)."""
+    return camera, track_id
 
 
 def match(identity, similarity=0.8) -> Match:
@@ -23,7 +30,7 @@ def cast(voter, t, names, start=0, quality_ok=True):
     """Vote `names` on consecutive frames; returns {frame: Confirmation} for the frames that confirmed."""
     out = {}
     for frame, name in enumerate(names, start):
-        confirmation = voter.vote(t, match(name, 0.7 if name is None else 0.9), frame, quality_ok)
+        confirmation = voter.vote(*t, match(name, 0.7 if name is None else 0.9), frame, quality_ok)
         if confirmation is not None:
             out[frame] = confirmation
     return out
@@ -36,7 +43,6 @@ def test_majority_confirms_at_min_votes():
     c = confirmations[2]
     assert (c.track_id, c.camera, c.identity, c.votes, c.frame) == (1, "cam0", "ann", 3, 2)
     assert c.similarity == pytest.approx(0.9)
-    assert (t.identity, t.similarity, t.identity_confirmed) == ("ann", pytest.approx(0.9), True)
 
 
 def test_min_share_holds_back_a_contested_track():
@@ -50,8 +56,8 @@ def test_min_share_holds_back_a_contested_track():
 def test_only_faces_that_passed_the_quality_gates_vote():
     voter, t = IdentityVoter(min_votes=3), track()
     assert cast(voter, t, ["ann"] * 10, quality_ok=False) == {}
-    assert voter.vote(t, None, 11, True) is None  # no match (not embedded this frame): no vote
-    assert voter.votes(t) == [] and not t.identity_confirmed
+    assert voter.vote(*t, None, 11, True) is None  # no match (not embedded this frame): no vote
+    assert voter.votes(*t) == []
 
 
 def test_one_confirmation_per_appearance_and_a_debounced_change():
@@ -60,7 +66,7 @@ def test_one_confirmation_per_appearance_and_a_debounced_change():
     assert list(first) == [2]  # 38 more ann votes: nothing new
     # A different person takes over the track at frame 40 (e.g. a tracker swap): needs 6 of the last 10.
     second = cast(voter, t, ["bob"] * 20, start=40)
-    assert list(second) == [45] and second[45].identity == "bob" and t.identity == "bob"
+    assert list(second) == [45] and second[45].identity == "bob"
     # Back to ann at once: a majority by frame 55, but within 30 frames of bob's confirmation.
     third = cast(voter, t, ["ann"] * 40, start=60)
     assert list(third) == [75] and third[75].identity == "ann"  # 45 + 30: the debounce, then once
@@ -71,8 +77,7 @@ def test_unknown_is_confirmed_once_under_the_anonymous_id():
     confirmations = cast(voter, t, [None] * 30)
     assert len(confirmations) == 1
     (c,) = confirmations.values()
-    assert c.identity is None and c.similarity == pytest.approx(0.7) and c.track_id == 7
-    assert t.identity_confirmed and t.identity is None and t.anon_id == "door-t7"
+    assert c.identity is None and c.similarity == pytest.approx(0.7) and (c.camera, c.track_id) == ("door", 7)
 
 
 def test_tracks_vote_independently_and_end_forgets():
@@ -82,13 +87,25 @@ def test_tracks_vote_independently_and_end_forgets():
     assert cast(voter, b, ["bob", "bob"])[1].identity == "bob"
     assert cast(voter, other_camera, ["cat", "cat"])[1].identity == "cat"
     assert len(voter) == 3
-    voter.end(a)
-    assert len(voter) == 2 and voter.votes(a) == []
+    voter.end(*a)
+    assert len(voter) == 2 and voter.votes(*a) == []
 
 
 def test_impossible_settings_are_rejected():
-    with pytest.raises(ConfigError, match="cannot exceed"):
-        IdentityVoter(min_votes=5, window=4)
+    """Checked once, where config is read (the voter takes plain values)."""
+    with pytest.raises(ConfigError, match=r"min_votes \(5\) cannot exceed the window \(4\)"):
+        load_app_config(None, ["voting.min_votes=5", "voting.window=4"])
+    with pytest.raises(ValueError, match="cannot exceed"):
+        VotingConfig(min_votes=5, window=4)
+    with pytest.raises(ConfigError, match="voting.min_votes"):
+        load_app_config(None, ["voting.min_votes=0"])
+    voter = identity_voter(load_app_config(None, ["voting.min_votes=4", "voting.window=4"]))
+    assert (voter.min_votes, voter.window, voter.min_share) == (4, 4, VotingConfig().min_share)
+
+
+def test_library_defaults_equal_the_config_section():
+    defaults = {name: p.default for name, p in inspect.signature(IdentityVoter).parameters.items()}
+    assert defaults == VotingConfig().model_dump()
 
 
 @settings(max_examples=60, deadline=None)

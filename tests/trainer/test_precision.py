@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from engines import create_engine
-from engines.precision import calibration_crops, convert, heldout_names, normalise
 from pipeline.core.model_card import fingerprint_file, load_card, onnx_path
+from trainer.precision import calibration_crops, convert, heldout_names, normalise
 
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "models" / "facestream-default.json"
@@ -33,6 +33,7 @@ def crop_cache(card, shared_data, tmp_path_factory) -> Path:
     3 images of 40 training people (calibration) and 4 of 20 validation-fold people (held-out checks)."""
     if (CACHE / "meta.json").is_file():
         return CACHE
+    from pipeline.detect import MTCNN
     from trainer.export import model_template
     from trainer.prepare import prepare
 
@@ -46,7 +47,8 @@ def crop_cache(card, shared_data, tmp_path_factory) -> Path:
         for image in sorted(person.glob("*.jpg"))[: 4 if person.name in held else 3]:
             (root / person.name / image.name).symlink_to(image)
     out = tmp_path_factory.mktemp("crops") / "lfw150"
-    prepare(root, out, size=card.input_size, template=model_template(card.architecture), progress=False)
+    prepare(root, out, size=card.input_size, template=model_template(card.architecture), progress=False,
+            detector=MTCNN(engine="torch"))
     return out
 
 

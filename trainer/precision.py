@@ -10,7 +10,7 @@ from the ONNX itself. So the conversion happens here, once, on the ONNX file:
 Calibration crops never come from the people of the validation folds (the card's `holdout_pairs` /
 `holdout_folds`), so the accuracy measured on those folds is not flattered by calibrating on them.
 
-    python -m engines.precision int8 --model models/facestream-default.json --out models/int8
+    python -m trainer.precision int8 --model models/facestream-default.json --out models/int8
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engines import create_engine
 from pipeline.core.errors import ConfigError, EngineError, FacestreamError
 from pipeline.core.logs import configure_logging
 from pipeline.core.model_card import ModelCard, fingerprint_file, load_card, onnx_path, save_card
+from trainer.crops import CropCache
+from trainer.pairs import read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,6 @@ def normalise(crops_rgb: np.ndarray, card: ModelCard) -> np.ndarray:
 def heldout_names(card: ModelCard, pairs_file: str | Path | None = None,
                   folds: list[int] | None = None) -> set[str]:
     """People of the card's validation folds (or of `pairs_file`/`folds` when given): never calibrated on."""
-    from trainer.pairs import read_pairs
-
     data = card.training.get("data", {})
     pairs_file = pairs_file or data.get("holdout_pairs")
     folds = folds or data.get("holdout_folds")
@@ -62,8 +63,6 @@ def heldout_names(card: ModelCard, pairs_file: str | Path | None = None,
 def calibration_crops(cache_dir: str | Path, size: int, exclude: set[str], seed: int = CALIBRATION_SEED,
                       input_size: tuple[int, int] | None = None) -> np.ndarray:
     """`size` crops drawn at random (fixed seed) from a crop cache, skipping identities in `exclude`."""
-    from trainer.crops import CropCache
-
     cache = CropCache.open(cache_dir)
     if input_size is not None and tuple(cache.size) != tuple(input_size):
         raise ConfigError(f"calibration cache {cache_dir} holds {cache.size} crops; the model takes {input_size}")
@@ -142,8 +141,6 @@ def input_convs(path: Path, input_name: str) -> list[str]:
 
 def verify_runs(path: Path, reference: Path, sample: np.ndarray) -> float:
     """Load `path` on ORT CPU, check it has `reference`'s I/O, run `sample`; return the worst cosine vs reference."""
-    from engines import create_engine
-
     with create_engine("onnxruntime", model_path=reference, providers=["CPUExecutionProvider"]) as ref, \
             create_engine("onnxruntime", model_path=path, providers=["CPUExecutionProvider"]) as new:
         if [s.name for s in new.inputs] != [s.name for s in ref.inputs] or \
@@ -213,7 +210,7 @@ def _input_name(path: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engines.precision", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.precision", description=__doc__.split("\n")[0])
     parser.add_argument("precision", choices=PRECISIONS)
     parser.add_argument("--model", type=Path, required=True, help="model card (.json) of the fp32 model")
     parser.add_argument("--out", type=Path, required=True, help="folder for the converted ONNX and its card")

@@ -1,0 +1,75 @@
+"""The events of a run: `track_started` / `track_ended` as the tracker reports them, `identity_confirmed` when
+the voter decides.
+
+Each match is a vote for its track (`IdentityVoter`); a confirmation is applied to the track through its
+tracker (`TrackStage.confirm_identity`) before the event is made, so the event and the box label name the
+same identity. Only tracks the tracker confirmed are announced: a tentative one may be a one-frame flicker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from pipeline.events import IDENTITY_CONFIRMED, TRACK_ENDED, TRACK_STARTED, Event, EventBus, encode_crop
+from pipeline.video.match_stage import Recognised
+from pipeline.video.track_stage import Tracked, TrackStage
+from pipeline.video.tracker import Track
+from pipeline.video.voting import IdentityVoter
+
+
+class EventStage:
+    """`announce(tracked)` after tracking, `vote(recognised)` after matching, `finish(ended)` at the end."""
+
+    def __init__(self, tracking: TrackStage, voter: IdentityVoter, bus: EventBus, include_crops: bool = False):
+        self.tracking = tracking
+        self.voter = voter
+        self.bus = bus
+        self.include_crops = include_crops
+        self.tracks: Counter[str] = Counter()  # announced (confirmed, non-flicker) tracks per camera
+        self.identities: Counter[str] = Counter()  # name -> identity_confirmed events
+
+    def announce(self, tracked: Sequence[Tracked]) -> None:
+        """Per frame, in order: the tracks that ended there, then the tracks confirmed there."""
+        for item in tracked:
+            for track in item.ended:
+                self._ended(track, item.frame.index, item.frame.timestamp)
+            for a in item.assignments:
+                track = a.track
+                if track.state == "confirmed" and track.confirmed_frame == item.frame.index:
+                    self.tracks[track.camera] += 1
+                    self.bus.emit(Event.for_track(TRACK_STARTED, track, item.frame.index, item.frame.timestamp))
+
+    def vote(self, recognised: Sequence[Recognised]) -> None:
+        for item in recognised:
+            self._vote(item)
+
+    def finish(self, ended: Sequence[tuple[Track, int, float]]) -> None:
+        """The track_ended events of the tracks ended at the end of the stream."""
+        for track, frame_index, timestamp in ended:
+            self._ended(track, frame_index, timestamp)
+
+    def _vote(self, item: Recognised) -> None:
+        frame, track, match = item.candidate.frame, item.candidate.track, item.match
+        self.tracking.show_similarity(track, match.similarity)
+        confirmation = self.voter.vote(track.camera, track.id, match, frame.index)
+        if confirmation is None:
+            return
+        self.tracking.confirm_identity(track, confirmation.identity, confirmation.similarity)
+        if confirmation.identity is not None:
+            self.identities[confirmation.identity] += 1
+        crop = encode_crop(item.candidate.crop[:, :, ::-1]) if self.include_crops else None
+        extra = {"votes": confirmation.votes, "runner_up": match.runner_up,
+                 "runner_up_similarity": _round(match.runner_up_similarity)}
+        self.bus.emit(Event.for_track(IDENTITY_CONFIRMED, track, frame.index, frame.timestamp, extra, crop))
+
+    def _ended(self, track: Track, frame_index: int, timestamp: float) -> None:
+        self.voter.end(track.camera, track.id)
+        if track.confirmed_frame is None:
+            return
+        extra = {"first_frame": track.first_frame, "last_frame": track.last_frame, "hits": track.hits}
+        self.bus.emit(Event.for_track(TRACK_ENDED, track, frame_index, timestamp, extra))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)

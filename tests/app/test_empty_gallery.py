@@ -1,0 +1,76 @@
+"""A gallery nobody is enrolled in yet (the first thing a new user runs against): every face is unknown, nothing
+fails, and a person enrolled while the run is on is matched from then on (the mirror follows the change stream)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_runner import CLIP, PHOTOS
+
+from pipeline.app.config import load_app_config
+from pipeline.app.services import make_detector, make_embedder, make_matcher, open_gallery, set_threads
+from pipeline.core.images import read_image
+from pipeline.gallery import GalleryMirror, GalleryStore
+from pipeline.gallery.matcher import NO_SIMILARITY, Match
+from pipeline.gallery.threshold import threshold_from_card
+from pipeline.recognise.embedder import DEFAULT_MODEL
+
+REPO = Path(__file__).resolve().parents[2]
+# The clip's first embeddable face (one that passes the quality gates) comes at frame ~80; 120 frames give a
+# few, and the old failure came at the first one.
+FRAMES = 120
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason=f"no default model at {DEFAULT_MODEL}")
+
+
+def test_run_py_on_an_empty_gallery_reports_every_face_unknown(tmp_path, redis_server, redis_client, shared_data):
+    summary_path, events = tmp_path / "summary.json", tmp_path / "events.jsonl"
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "--source", str(shared_data / CLIP), "--gallery",
+                           "nobody-yet", "--redis-url", redis_server.url, "--max-frames", str(FRAMES),
+                           "--summary-json", str(summary_path), "--events", str(events)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "gallery 'nobody-yet' is empty" in done.stderr
+    assert "identities  no enrolled person confirmed  [gallery 'nobody-yet': 0 people" in done.stdout
+    summary = json.loads(summary_path.read_text())
+    assert summary["frames"] == FRAMES and summary["faces_embedded"] >= 1  # faces were matched, not just seen
+    assert summary["identities_seen"] == {} and summary["gallery"]["identities"] == 0
+    confirmed = [json.loads(line) for line in events.read_text().splitlines()]
+    confirmed = [e for e in confirmed if e["type"] == "identity_confirmed"]
+    assert confirmed and all(e["identity"] is None for e in confirmed)  # confirmed as unknown, every one
+
+
+@pytest.fixture(scope="module")
+def lin_embedding(shared_data):
+    """Lin-Manuel Miranda's embedding (largest face of his reference photo) and the embedder that made it."""
+    set_threads()
+    cfg = load_app_config()
+    detector, embedder = make_detector(cfg), make_embedder(cfg, DEFAULT_MODEL)
+    image = read_image(shared_data / PHOTOS["Lin-Manuel Miranda"])
+    faces = detector.detect_one(image)
+    return embedder.embed(embedder.crops(image, faces[[int(faces.area.argmax())]])), embedder
+
+
+@pytest.mark.parametrize("search", ["auto", "exact", "ann", "server"])
+def test_matcher_over_an_empty_gallery_matches_a_person_enrolled_while_it_runs(redis_client, lin_embedding,
+                                                                               search):
+    embedding, embedder = lin_embedding
+    cfg = load_app_config(None, [f"gallery.search={search}", "gallery.server_index=true"])
+    store = open_gallery(redis_client, "enrolled-later", embedder.fingerprint)
+    threshold = threshold_from_card(embedder.card, "1e-3")
+    with GalleryMirror(store, poll_ms=50) as mirror:
+        matcher = make_matcher(cfg, mirror, store, threshold)
+        assert matcher.match(embedding) == [Match(None, None, NO_SIMILARITY, None, None, None)]
+        # Another process enrols, as enroll.py would (a new gallery, created with the configured server index).
+        writer = GalleryStore.open(redis_client, "enrolled-later", fingerprint=embedder.fingerprint,
+                                   server_index_for_new=cfg.gallery.server_index)
+        writer.add("Lin-Manuel Miranda", embedding, ["lin-reference"], embedder.fingerprint)
+        deadline = time.monotonic() + 5.0
+        while (match := matcher.match(embedding)[0]).identity is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert match.identity == "Lin-Manuel Miranda" and match.similarity == pytest.approx(1.0, abs=1e-3)
