@@ -51,7 +51,7 @@ def is_image_source(spec: str) -> bool:
 
 def camera_names(specs: list[str]) -> list[tuple[str, str]]:
     """(camera, spec) with unique camera names: a repeated default name gets -2, -3, ..."""
-    from pipeline.video.sources import default_camera_name, source_kind
+    from pipeline.video.capture import default_camera_name, source_kind
 
     named, seen = [], {}
     for text in specs:

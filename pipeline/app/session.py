@@ -20,10 +20,11 @@ from pipeline.app.services import (
 from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
 from pipeline.recognise.embedder import DEFAULT_MODEL
 from pipeline.redis.connect import connect
+from pipeline.video.capture import source_kind
 from pipeline.video.metrics import MetricsServer, StageMetrics
 from pipeline.video.output import VideoOutput
 from pipeline.video.runner import Runner
-from pipeline.video.sources import SourceGroup, source_kind
+from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
 
 log = logging.getLogger(__name__)

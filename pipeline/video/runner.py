@@ -33,7 +33,7 @@ from typing import Any
 from pipeline.core.errors import FacestreamError
 from pipeline.video.metrics import StageMetrics
 from pipeline.video.output import VideoOutput
-from pipeline.video.sources import SourceGroup
+from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,11 @@ stream, a lost packet) is counted in `read_failures` and skipped; only several i
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
@@ -34,64 +32,23 @@ import numpy as np
 from pipeline.core.errors import SourceError
 from pipeline.core.frames import Frame
 from pipeline.core.urls import redact
+from pipeline.video.capture import (
+    STREAM_TIMEOUT_MS,
+    SourceKind,
+    capture_property,
+    default_camera_name,
+    open_capture,
+    release_capture,
+    source_kind,
+)
 
 log = logging.getLogger(__name__)
 
-SourceKind = Literal["webcam", "file", "stream"]
 Policy = Literal["auto", "drop_oldest", "wait"]
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://")
-# FFmpeg's open and read timeouts for streams unless `stall_seconds` says otherwise: how long a dead server can
-# hold the reader before it reconnects (OpenCV's own default waits ~30 s to open and forever to read).
-STREAM_TIMEOUT_MS = 5000
 # A webcam can fail one read transiently (a USB hiccup); this many failures in a row mean it is gone.
 READ_FAILURES_BEFORE_RECONNECT = 3
 FALLBACK_FPS = 30.0  # media-time fallback for files whose container reports neither position nor rate
 TERMINAL = ("finished", "failed", "stopped")
-
-
-
-
-def source_kind(spec: str) -> SourceKind:
-    """"0", "1", /dev/videoN -> webcam; rtsp://, rtmp://, http(s):// -> stream; else an existing video file."""
-    text = str(spec).strip()
-    if text.isdigit() or re.fullmatch(r"/dev/video\d+", text):
-        return "webcam"
-    if text.lower().startswith(STREAM_SCHEMES):
-        return "stream"
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise SourceError(f"video file not found: {text}")
-    if not path.is_file():
-        raise SourceError(f"video source {text} is not a file")
-    return "file"
-
-
-def open_capture(spec: str, timeout_ms: int = STREAM_TIMEOUT_MS) -> cv2.VideoCapture:
-    """The default opener: an OpenCV capture for a webcam index, a stream URL or a file path.
-
-    `timeout_ms` bounds a stream's open and each of its reads (a stalled server); webcams and files ignore it.
-    """
-    kind = source_kind(spec)
-    if kind == "webcam":
-        capture = cv2.VideoCapture(int(spec) if spec.strip().isdigit() else spec)
-        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer stale frames in the driver; ignored where unsupported
-        return capture
-    if kind == "stream":
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
-    return cv2.VideoCapture(str(Path(spec).expanduser()))
-
-
-def default_camera_name(spec: str, kind: SourceKind) -> str:
-    """cam0 for webcam 0, the file's stem, or host[_path] for a stream; safe in keys and file names."""
-    if kind == "webcam":
-        return "cam" + re.sub(r"\D", "", spec)
-    if kind == "file":
-        name = Path(spec).stem
-    else:
-        parts = urlsplit(spec)
-        name = f"{parts.hostname or 'stream'}{parts.path}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "source"
 
 
 @dataclass
@@ -272,7 +229,7 @@ class FrameSource:
         except Exception as exc:  # noqa: BLE001 - any opener failure is a source failure
             raise SourceError(f"cannot open {self.kind} {self.shown}: {self._scrub(str(exc))}") from exc
         if capture is None or (hasattr(capture, "isOpened") and not capture.isOpened()):
-            _release(capture)
+            release_capture(capture)
             raise SourceError(f"cannot open {self.kind} {self.shown}")
         if self.kind == "file" and self._opened_frames:
             self._media_offset = self._last_timestamp + 1.0 / self._fps_of(capture)
@@ -325,7 +282,7 @@ class FrameSource:
         self._opened_frames += 1
         if self.kind != "file":
             return time.time()
-        position = _get(self._capture, cv2.CAP_PROP_POS_MSEC)
+        position = capture_property(self._capture, cv2.CAP_PROP_POS_MSEC)
         if position > 0 or self._opened_frames == 1:
             media = position / 1000.0
         else:
@@ -355,7 +312,7 @@ class FrameSource:
 
     @staticmethod
     def _fps_of(capture: Any) -> float:
-        fps = _get(capture, cv2.CAP_PROP_FPS)
+        fps = capture_property(capture, cv2.CAP_PROP_FPS)
         return fps if 0 < fps < 1000 else FALLBACK_FPS
 
     def _note_error(self, message: str) -> str:
@@ -389,90 +346,4 @@ class FrameSource:
 
     def _release(self) -> None:
         capture, self._capture = self._capture, None
-        _release(capture)
-
-
-class SourceGroup:
-    """Several sources read at once; `next_batch()` takes at most one frame (the oldest) per camera."""
-
-    def __init__(self, sources: list[FrameSource]):
-        cameras = [s.camera for s in sources]
-        duplicates = sorted({c for c in cameras if cameras.count(c) > 1})
-        if duplicates:
-            raise SourceError(f"camera names must be unique in a group; repeated: {', '.join(duplicates)}")
-        self.sources = list(sources)
-        self._cond = threading.Condition()
-        self._generation = 0  # bumped on every new frame: next_batch sleeps until it changes
-        for source in self.sources:
-            source._listeners.append(self._wake)
-
-    def start(self) -> SourceGroup:
-        """Start every source; one that cannot open is logged and marked failed, the others run.
-
-        SourceError only when no source could start at all.
-        """
-        errors = []
-        for source in self.sources:
-            try:
-                source.start()
-            except SourceError as exc:
-                log.error("camera %s not started: %s", source.camera, exc)
-                errors.append(str(exc))
-        if self.sources and len(errors) == len(self.sources):
-            raise SourceError("no source could be opened: " + "; ".join(errors))
-        return self
-
-    def next_batch(self, max_wait: float = 0.05) -> list[Frame]:
-        """The oldest queued frame of each camera that has one; [] if none arrives within `max_wait` s."""
-        deadline = time.monotonic() + max_wait
-        while True:
-            with self._cond:
-                generation = self._generation
-            batch = [frame for source in self.sources if (frame := source.read(timeout=0)) is not None]
-            remaining = deadline - time.monotonic()
-            if batch or remaining <= 0 or self.finished:
-                return batch
-            with self._cond:
-                self._cond.wait_for(lambda: self._generation != generation, remaining)
-
-    @property
-    def finished(self) -> bool:
-        return all(source.finished for source in self.sources)
-
-    def stats(self) -> dict[str, SourceStats]:
-        return {source.camera: source.stats for source in self.sources}
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop every source; they wind down in parallel, then each is joined within `timeout` in all."""
-        for source in self.sources:
-            source._request_stop()
-        deadline = time.monotonic() + timeout
-        for source in self.sources:
-            source.stop(timeout=max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> SourceGroup:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
-
-
-def _get(capture: Any, prop: int) -> float:
-    try:
-        return float(capture.get(prop))
-    except Exception:  # noqa: BLE001 - test doubles and some backends lack properties
-        return 0.0
-
-
-def _release(capture: Any) -> None:
-    if capture is None:
-        return
-    try:
-        capture.release()
-    except Exception as exc:  # noqa: BLE001 - releasing must never mask the error that got us here
-        log.debug("release failed: %s", exc)
+        release_capture(capture)

@@ -17,7 +17,8 @@ import pytest
 from pipeline.app.config import load_app_config
 from pipeline.app.services import frame_sources
 from pipeline.core.errors import ConfigError
-from pipeline.video.sources import FrameSource, SourceGroup
+from pipeline.video.source_group import SourceGroup
+from pipeline.video.sources import FrameSource
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
 FPS = 25.0

@@ -17,7 +17,9 @@ from pipeline.app.services import frame_sources
 from pipeline.core.errors import ConfigError, SourceError
 from pipeline.core.frames import Frame
 from pipeline.core.urls import redact
-from pipeline.video.sources import FrameSource, SourceGroup, default_camera_name, source_kind
+from pipeline.video.capture import default_camera_name, source_kind
+from pipeline.video.source_group import SourceGroup
+from pipeline.video.sources import FrameSource
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
 
