@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from pipeline.core.errors import EngineError
 from pipeline.core.images import read_image
+from pipeline.core.protocols import Detector
 from trainer.metrics import (
     NAMED_FARS,
     far_key,
@@ -28,7 +29,7 @@ from trainer.metrics import (
     verification_report,
 )
 from trainer.pairs import Pair, fold_count, read_pairs
-from trainer.prepare import Detector, FaceCropper
+from trainer.prepare import FaceCropper
 
 log = logging.getLogger(__name__)
 

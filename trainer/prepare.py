@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -21,15 +21,12 @@ from tqdm import tqdm
 from pipeline.core.errors import ConfigError, EngineError, SourceError
 from pipeline.core.faces import Faces
 from pipeline.core.images import IMAGE_SUFFIXES
+from pipeline.core.protocols import Detector
 from trainer.crops import CropCache, CropWriter, cache_fingerprint
 
 log = logging.getLogger(__name__)
 
 FALLBACKS = ("centre", "none")
-
-
-class Detector(Protocol):
-    def detect(self, images: list[np.ndarray]) -> list[Faces]: ...
 
 
 @dataclass(frozen=True)

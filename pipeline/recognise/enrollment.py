@@ -25,8 +25,8 @@ from pipeline.core.errors import SourceError
 from pipeline.core.faces import Faces
 from pipeline.core.images import VIDEO_SUFFIXES, read_image
 from pipeline.core.inputs import expand_inputs, find_files
+from pipeline.core.protocols import Detector, Embedder
 from pipeline.gallery.names import validate_name
-from pipeline.recognise.embedder import Embedder
 from pipeline.recognise.judge import FaceJudge
 from pipeline.recognise.quality import QualityGates
 
@@ -122,7 +122,7 @@ def file_digest(path: Path) -> str:
 class Enroller:
     """Judges and embeds the faces of inputs; `collect` is the one-call form."""
 
-    def __init__(self, detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
+    def __init__(self, detector: Detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
                  video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES):
         if video_every < 1 or video_max_frames < 1:
             raise SourceError(f"video_every and video_max_frames must be >= 1, got {video_every}, "
@@ -140,15 +140,15 @@ class Enroller:
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 self._add_video(path, digest, report)
             else:
-                self._add_image(path, read_image(path), digest, None, self.detector.detect_one, report)
+                image = read_image(path)
+                self._add_image(path, image, digest, None, self.detector.detect_one(image), report)
         except SourceError as exc:
             report.outcomes.append(Outcome(str(path), reason=UNREADABLE, detail=str(exc)))
         except OSError as exc:  # unreadable file (permissions, vanished): same reason as read_image gives
             report.outcomes.append(Outcome(str(path), reason=UNREADABLE, detail=f"cannot read {path}: {exc}"))
 
     def _add_image(self, path: Path, image: np.ndarray, digest: str, frame: int | None,
-                   detect: Callable[[np.ndarray], Faces] | Faces, report: EnrollmentReport) -> None:
-        faces = detect if isinstance(detect, Faces) else detect(image)
+                   faces: Faces, report: EnrollmentReport) -> None:
         template_id = digest if frame is None else f"{digest}:{frame}"
         where = dict(path=str(path), frame=frame)
         if not len(faces):

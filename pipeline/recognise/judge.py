@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.faces import Faces
+from pipeline.core.protocols import Embedder
 from pipeline.recognise.quality import TOO_SMALL, QualityGates, QualityVerdict, crop_fits, face_px
 
 
@@ -38,7 +39,7 @@ class FaceJudge:
     reports them all); by default a face too small is rejected before any crop is made.
     """
 
-    def __init__(self, embedder, gates: QualityGates, *, measure_rejected: bool = False):
+    def __init__(self, embedder: Embedder, gates: QualityGates, *, measure_rejected: bool = False):
         self.embedder, self.gates = embedder, gates
         self.measure_rejected = measure_rejected
         self._crop_fits_gates = crop_fits(embedder.template, embedder.size)

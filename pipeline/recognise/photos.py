@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.faces import Faces
+from pipeline.core.protocols import Detector, Matcher
 from pipeline.gallery.matcher import Match
 from pipeline.recognise.judge import FaceJudge
 
 
-def recognise_still(image: np.ndarray, detector, judge: FaceJudge, matcher) -> tuple[Faces, list[Match | None], list]:
+def recognise_still(image: np.ndarray, detector: Detector, judge: FaceJudge, matcher: Matcher) -> tuple[Faces, list[Match | None], list]:
     """Faces in one photo, a Match for each face that passed the quality gates (None otherwise), the verdicts."""
     faces = detector.detect_one(image)
     if len(faces) == 0:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.frames import Frame
+from pipeline.core.protocols import Matcher
 from pipeline.gallery.matcher import Match
 from pipeline.recognise.judge import FaceJudge
 from pipeline.video.metrics import StageMetrics
@@ -39,7 +40,7 @@ class Recognised:
 class MatchStage:
     """`select(tracked)` -> the candidates worth embedding; `recognise(candidates)` -> their matches."""
 
-    def __init__(self, judge: FaceJudge, matcher, metrics: StageMetrics):
+    def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics):
         self.judge = judge
         self.matcher = matcher
         self.metrics = metrics

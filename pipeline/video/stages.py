@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
+from pipeline.core.protocols import Detector, Matcher
 from pipeline.events import EventBus
 from pipeline.recognise.judge import FaceJudge
 from pipeline.video.event_stage import EventStage
@@ -36,7 +37,7 @@ class Detected:
 
 
 class DetectStage:
-    def __init__(self, detector, detect_every: int, metrics: StageMetrics):
+    def __init__(self, detector: Detector, detect_every: int, metrics: StageMetrics):
         self.detector = detector
         self.detect_every = int(detect_every)
         self.metrics = metrics
@@ -74,7 +75,7 @@ class Tally:
 class RecogniseStage:
     """`process(detected)` -> [`Annotated`]; `finish()` ends every track; `tally` for the run summary."""
 
-    def __init__(self, judge: FaceJudge, matcher, bus: EventBus, metrics: StageMetrics,
+    def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False):
         self.metrics = metrics
