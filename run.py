@@ -2,7 +2,7 @@
 """facestream: recognise enrolled people in live video, streams, video files and photos.
 
     python run.py --source SPEC [--source SPEC ...] [--gallery NAME] [--redis-url URL] [--model CARD]
-                  [--events PATH] [--output-video PATH] [--show] [--summary-json PATH] [--metrics-port N]
+                  [--events PATH] [--tracks PATH] [--output-video PATH] [--show] [--summary-json PATH] [--metrics-port N]
                   [--save-crops] [--max-frames N] [--config FILE] [--set key=value ...]
 
 SPEC is a webcam index (0), a video file, an RTSP/RTMP/HTTP URL, or an image file or folder; `NAME=SPEC`
@@ -10,7 +10,8 @@ names the camera (default: cam0, the file's stem, the stream's host). Several so
 its own camera. Photos (all sources images) get annotated copies in --output (default demo.output_dir).
 
 Events (identity_confirmed, track_started, track_ended) go to --events (JSON lines) and to the Redis
-Stream fs:{GALLERY}:events. At the end (or on Ctrl-C) a summary is printed and written to --summary-json.
+Stream fs:{GALLERY}:events. --tracks writes one JSON line per processed frame and camera with the boxes the
+annotated video draws (box, landmarks, track id, shown identity, similarity, anonymous id). At the end (or on Ctrl-C) a summary is printed and written to --summary-json.
 Exit status: 0 on success or Ctrl-C; 2 on an error (one line on stderr).
 """
 
@@ -156,7 +157,8 @@ def stream(cfg, args, sources: list[str]) -> dict:
     interrupt = Interrupt()
     opts = RunOptions(sources=camera_names(sources), gallery=args.gallery, redis_url=args.redis_url,
                       model=args.model, events=args.events, output_video=args.output_video, show=args.show,
-                      save_crops=args.save_crops, max_frames=args.max_frames, metrics_port=args.metrics_port)
+                      save_crops=args.save_crops, max_frames=args.max_frames, metrics_port=args.metrics_port,
+                      tracks=args.tracks)
     for folder in output_folders(args):
         save_resolved(cfg, folder)
     try:
@@ -180,7 +182,7 @@ def stream(cfg, args, sources: list[str]) -> dict:
 
 
 def output_folders(args) -> list[Path]:
-    paths = [p for p in (args.events, args.output_video, args.summary_json) if p is not None]
+    paths = [p for p in (args.events, args.tracks, args.output_video, args.summary_json) if p is not None]
     return list(dict.fromkeys(p.parent for p in paths))
 
 
@@ -206,6 +208,8 @@ def print_summary(s: dict) -> None:
         lines.append(f"video       {path}")
     if s["outputs"]["events"]:
         lines.append(f"events to   {s['outputs']['events']}")
+    if s["outputs"].get("tracks"):
+        lines.append(f"tracks to   {s['outputs']['tracks']}")
     print("\n".join(lines), flush=True)
 
 
@@ -220,6 +224,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--redis-url", default=None, help="Redis URL (default: redis.url, else the embedded server)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedder model card (JSON)")
     p.add_argument("--events", type=Path, default=None, help="append events to this JSON-lines file")
+    p.add_argument("--tracks", type=Path, default=None,
+                   help="write one JSON line per processed frame and camera: the boxes drawn, their tracks and names")
     p.add_argument("--output-video", type=Path, default=None, help="annotated video (.mp4/.avi)")
     p.add_argument("--output", type=Path, default=None, help="folder for annotated photos (image sources)")
     p.add_argument("--show", action="store_true", help="live window (needs OpenCV with a GUI)")

@@ -1,4 +1,4 @@
-"""`python -m trainer prepare|train|eval|export` — the trainer's command line."""
+"""`python -m trainer prepare|train|eval|calibrate|export` — the trainer's command line."""
 
 from __future__ import annotations
 
@@ -69,9 +69,46 @@ def _record_in_card(embedder, args, result: dict) -> None:
             "no_detection", "pair_folds")
     metrics = {**embedder.card.metrics, "lfw": {"pairs_file": str(args.pairs), **{k: result[k] for k in keys},
                                                  "open_set": result["open_set"]}}
-    card = embedder.card.model_copy(update={"thresholds": result["open_set"]["thresholds_at_far"],
-                                            "metrics": metrics})
+    thresholds = result["open_set"]["thresholds_at_far"]
+    if "open_set_calibration" in embedder.card.metrics:  # `trainer calibrate` used more pairs: keep its curve
+        log.warning("%s keeps the thresholds of `trainer calibrate`; this evaluation's are in metrics.lfw",
+                    args.model)
+        thresholds = embedder.card.thresholds
+    card = embedder.card.model_copy(update={"thresholds": thresholds, "metrics": metrics})
     save_card(card, args.model)
+
+
+def _calibrate(args) -> dict:
+    from pipeline.detect import MTCNN
+    from pipeline.recognise.embedder import Embedder
+    from trainer.calibration import CALIBRATION_RULE, calibrate, far_grid, unseen_people
+    from trainer.embedding_cache import pipeline_cache
+    from trainer.evaluate import LFW_FALLBACK_FRACTION
+    from trainer.pairs import parse_folds
+
+    embedder = Embedder(args.model, threads=args.threads)
+    folds = parse_folds(args.folds) if args.folds else list(embedder.card.training["data"]["holdout_folds"])
+    people = unseen_people(args.images, args.pairs, folds)
+    chosen = people.calibration()
+    if args.include_bench_strangers:
+        chosen = {**chosen, **people.benchmark_singles}
+    cache = pipeline_cache(args.cache, args.images, embedder, MTCNN(), fallback_fraction=LFW_FALLBACK_FRACTION)
+    result = calibrate(chosen, lambda paths: cache.embed(paths, embedder.embed, desc="calibrate"),
+                       far_grid(args.loosest, args.strictest), block=args.block)
+    result.update({"model": embedder.card.model_id, "fingerprint": embedder.fingerprint,
+                   "people": CALIBRATION_RULE if not args.include_bench_strangers else
+                   "every unseen person (held-out folds, all one-image people)",
+                   "pairs_file": str(args.pairs), "holdout_folds": folds, "images_dir": str(args.images),
+                   "cache": str(cache.path), "command": "python -m trainer " + " ".join(sys.argv[1:])})
+    if args.update_card:
+        from pipeline.core.model_card import save_card
+
+        card = embedder.card.model_copy(update={"thresholds": result["thresholds_at_far"],
+                                                "metrics": {**embedder.card.metrics, "open_set_calibration": result}})
+        save_card(card, args.model)
+        log.info("wrote %d thresholds (FAR %s .. %s) into %s", len(result["thresholds_at_far"]),
+                 next(iter(result["thresholds_at_far"])), list(result["thresholds_at_far"])[-1], args.model)
+    return result
 
 
 def _export(args) -> dict:
@@ -115,6 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the open-set thresholds and these metrics into the model card")
     p.set_defaults(handler=_eval)
 
+    p = sub.add_parser("calibrate", help="open-set thresholds down to FAR 1e-6 from all pairs of unseen people")
+    p.add_argument("--images", type=Path, required=True, help="folder-per-person tree (LFW images/)")
+    p.add_argument("--pairs", type=Path, required=True, help="the pairs file whose folds the model held out")
+    p.add_argument("--folds", default=None, help="the held-out folds; default: the card's holdout_folds")
+    p.add_argument("--model", type=Path, default=None, help="model card (.json); default: the shipped model")
+    p.add_argument("--cache", type=Path, default=Path("state/embeddings"), help="embedding cache folder")
+    p.add_argument("--loosest", type=float, default=1e-2)
+    p.add_argument("--strictest", type=float, default=1e-6)
+    p.add_argument("--block", type=int, default=512, help="rows scored at a time")
+    p.add_argument("--include-bench-strangers", action="store_true",
+                   help="also the one-image people bench.openset keeps as strangers (its figures are then "
+                        "no longer on people the thresholds never saw)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--update-card", action="store_true", help="write the thresholds into the model card")
+    p.set_defaults(handler=_calibrate)
+
     p = sub.add_parser("export", help="ONNX + model card from a finished run")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="the .onnx to write (card beside it)")
@@ -126,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    if getattr(args, "model", None) is None and args.command == "eval":
+    if getattr(args, "model", None) is None and args.command in ("eval", "calibrate"):
         from pipeline.recognise.embedder import DEFAULT_MODEL
 
         args.model = DEFAULT_MODEL

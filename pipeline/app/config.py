@@ -56,6 +56,22 @@ class QualityConfig(Section):
     min_score: float = Field(0.93, ge=0, le=1, description="detector confidence")
 
 
+class EvidenceConfig(Section):
+    """Hard minimums below the strict `quality` gates: faces between the two are embedded in video as weak
+    evidence, weighing up to `max_weight` votes (pipeline/recognise/quality.py EvidenceGates: calibration)."""
+
+    enabled: bool = True
+    min_face_px: int = Field(36, ge=0, description="px; below the strict 50")
+    min_sharpness: float = Field(15.0, ge=0, description="below the strict 30")
+    max_yaw: float = Field(60.0, gt=0, le=90, description="degrees; above the strict 45")
+    max_pitch: float = Field(45.0, gt=0, le=90, description="degrees; above the strict 35")
+    min_score: float = Field(0.90, ge=0, le=1, description="below the strict 0.93")
+    max_weight: float = Field(0.5, gt=0, lt=1, description="a weak vote's weight at best (strict faces: 1)")
+    # A track's weak faces are embedded at most every 3rd detection: on the Hamilton clip every one of them
+    # embedded costs 40 extra embeddings (53 in all vs 3 before) and ~15 % fps; every 3rd keeps the cost in budget.
+    every: int = Field(3, ge=1, description="detections between two weak faces of a track embedded")
+
+
 class SourceConfig(Section):
     """How frames are read; the same settings for every source of a run."""
 
@@ -83,6 +99,17 @@ class TrackerConfig(Section):
     max_misses: int = Field(15, ge=0, description="frames a lost track is kept")
     reembed_quality_gain: float = Field(0.15, ge=0)
     reembed_every: int = Field(0, ge=0, description="frames; 0 = only on quality gain")
+    # Re-verification of decided tracks (pipeline/video/tracker.py, verification.py): every 4th detection (12
+    # frames at detect_every 3, half a second) costs ~1 embedding per decided face per 0.5 s; a box that jumps
+    # by half its size or scales by 1.5x between detections (a cut the cut test missed, a swap) is checked at once.
+    # Matched detections of the shared clips land 0.05-0.17 of the box from the prediction (median; 99th
+    # percentile 0.23-0.49) and rescale at most 1.42x, so both fire on about 1 % of continuous footage.
+    reverify_every: int = Field(4, ge=0, description="detections; 0 = only on a jump, a crossing or a cut")
+    jump_fraction: float = Field(0.5, gt=0, description="centre offset from the prediction / box size")
+    scale_jump: float = Field(1.5, gt=1, description="box side ratio to the prediction")
+    # Hard cuts end every track of the camera (pipeline/video/scene_cut.py): mean absolute grey difference of
+    # consecutive 64x36 frames; the shared clips' cuts measure 27.7-30.5, continuous footage at most 13.6.
+    scene_cut: float = Field(20.0, ge=0, description="grey levels; 0 = no cut detection")
 
 
 class VotingConfig(Section):
@@ -90,13 +117,28 @@ class VotingConfig(Section):
     window: int = Field(10, ge=1, description="latest votes considered per track")
     min_share: float = Field(0.6, gt=0, le=1, description="of the votes in the window")
     debounce_frames: int = Field(30, ge=0, description="frames between two confirmations of a track")
+    # A known name needs this many strict-quality faces among its votes: weak evidence (EvidenceConfig) only
+    # adds weight. 2: one lucky frontal frame plus profiles cannot name somebody (crowd/meeting clips: 0 false
+    # names with the Hamilton pair enrolled), while Lin-Manuel Miranda's track still confirms (bench.pipeline).
+    min_strong_votes: int = Field(2, ge=1, description="strict-quality votes a known name needs")
 
     @model_validator(mode="after")
     def _confirmable(self) -> VotingConfig:
+        if self.min_strong_votes > self.window:
+            raise ValueError(f"min_strong_votes ({self.min_strong_votes}) cannot exceed the window ({self.window})")
         if self.min_votes > self.window:
             raise ValueError(f"min_votes ({self.min_votes}) cannot exceed the window ({self.window}): "
                              "nothing would confirm")
         return self
+
+
+class VerificationConfig(Section):
+    """When a re-verified face of a decided track is someone else (pipeline/video/verification.py, calibration
+    there): cosine to the track's own appearance below `min_appearance`, or similarity to its identity more than
+    `identity_drop` below the confirmation's. Strict faces of real tracks measure >= 0.76 to their appearance."""
+
+    min_appearance: float = Field(0.70, ge=-1, le=1, description="cosine to the track's mean embedding")
+    identity_drop: float = Field(0.12, ge=0, le=2, description="below the confirmation's similarity")
 
 
 class EventsConfig(Section):
@@ -128,11 +170,14 @@ class RunConfig(Section):
     # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
     # most expensive (largest) levels. None: detector.min_face_size.
     min_face_size: int | None = Field(40, ge=8)
-    # Threshold from the model card at this per-comparison false-accept rate. "auto": the loosest of the card's
-    # FARs at which a stranger's face matches *someone* in the gallery with probability <= open_set_far
-    # (≈ FAR x identities): 1e-3 for the two-person demo gallery, the card's strictest for 1,000 people.
+    # Threshold from the model card at this per-comparison false-accept rate (a card key, e.g. "1e-3"). "auto":
+    # hold the FPIR, the chance a stranger's face is given *some* name, at open_set_far for the gallery's size
+    # and templates per identity: FPIR = 1 - (1 - FAR)^M, M = the templates (score=max; mean_top2 counts
+    # max(1, k/2) per identity), solved for FAR and read off the card's curve (log-linear, 1e-2..1e-6, never
+    # extrapolated: below it the strictest, with a warning). 5e-3 for the two-person demo gallery, 1e-5 for
+    # 1,000 people (pipeline/gallery/threshold.py; measured by `python -m bench.openset`).
     far: str = "auto"
-    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: per-face chance of a false accept")
+    open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: target FPIR per stranger face")
     threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
     score: Literal["max", "mean_top2"] = "max"
     stage_queue: int = Field(2, ge=1, description="batches between compute stages")
@@ -152,10 +197,12 @@ class AppConfig(Section):
     engine: EngineConfig = EngineConfig()
     detector: DetectorConfig = DetectorConfig()
     quality: QualityConfig = QualityConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     run: RunConfig = RunConfig()
     sources: SourceConfig = SourceConfig()
     tracker: TrackerConfig = TrackerConfig()
     voting: VotingConfig = VotingConfig()
+    verification: VerificationConfig = VerificationConfig()
     events: EventsConfig = EventsConfig()
     gallery: GalleryConfig = GalleryConfig()
     demo: DemoConfig = DemoConfig()

@@ -16,13 +16,14 @@ from pipeline.detect import MTCNN
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
-from pipeline.gallery.threshold import choose_far, threshold_from_card
+from pipeline.gallery.threshold import OperatingPoint, operating_point, template_counts
 from pipeline.recognise.embedder import Embedder
 from pipeline.recognise.judge import FaceJudge
-from pipeline.recognise.quality import QualityGates
+from pipeline.recognise.quality import EvidenceGates, QualityGates
 from pipeline.redis.connect import connect
 from pipeline.video.sources import FrameSource
 from pipeline.video.tracker import IouTracker
+from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
 
 
@@ -83,14 +84,16 @@ def make_matcher(cfg: AppConfig, mirror: GalleryMirror, store: GalleryStore, thr
 @dataclass
 class LiveGallery:
     """A gallery as a recognising program reads it: the store, its in-memory mirror (following Redis), the
-    open-set operating point chosen for its size, and the matcher over the configured search."""
+    open-set operating point chosen for its size (`far`: the per-comparison FAR as a label, `expected_fpir`: the
+    chance a stranger is given some name; see pipeline/gallery/threshold.py), and the matcher over the search."""
 
     client: object
     store: GalleryStore
     mirror: GalleryMirror
-    far: str
+    far: str | None
     threshold: float
     matcher: Matcher
+    expected_fpir: float | None = None
 
     def close(self) -> None:
         self.mirror.stop()
@@ -102,12 +105,18 @@ def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_ur
     store = open_gallery(client, gallery, embedder.fingerprint)
     mirror = GalleryMirror(store).start()
     try:
-        far = choose_far(embedder.card, cfg.run.far, cfg.run.open_set_far, len(mirror.current()))
-        threshold = threshold_from_card(embedder.card, far, cfg.run.threshold)
-        return LiveGallery(client, store, mirror, far, threshold, make_matcher(cfg, mirror, store, threshold))
+        point = gallery_operating_point(cfg, embedder.card, template_counts(mirror.current()))
+        return LiveGallery(client, store, mirror, point.far_label, point.threshold,
+                           make_matcher(cfg, mirror, store, point.threshold), point.expected_fpir)
     except BaseException:
         mirror.stop()
         raise
+
+
+def gallery_operating_point(cfg: AppConfig, card, templates_per_identity: Sequence[int]) -> OperatingPoint:
+    """The `run` section's operating point (far, open_set_far, score, threshold) for a gallery of that shape."""
+    run = cfg.run
+    return operating_point(card, run.far, run.open_set_far, templates_per_identity, run.score, run.threshold)
 
 
 def set_threads() -> None:
@@ -126,13 +135,33 @@ def face_judge(cfg: AppConfig, embedder: Embedder) -> FaceJudge:
     return FaceJudge(embedder, quality_gates(cfg))
 
 
+def video_face_judge(cfg: AppConfig, embedder: Embedder) -> FaceJudge:
+    """The streaming judge: the strict gates plus the `evidence` section's minimums (weak evidence)."""
+    gates = quality_gates(cfg)
+    settings = cfg.evidence.model_dump(exclude={"enabled", "every"})
+    return FaceJudge(embedder, gates, evidence=EvidenceGates(gates, **settings) if cfg.evidence.enabled else None)
+
+
 def identity_voter(cfg: AppConfig) -> IdentityVoter:
     return IdentityVoter(**cfg.voting.model_dump())
 
 
+def verifier(cfg: AppConfig) -> Verifier:
+    return Verifier(**cfg.verification.model_dump())
+
+
+# `tracker` keys the tracking stage takes itself (per camera, beside the tracker): see `track_stage_settings`.
+TRACK_STAGE_KEYS = {"scene_cut"}
+
+
+def track_stage_settings(cfg: AppConfig) -> dict:
+    """The `tracker` section's settings of the tracking stage itself (RecogniseStage keywords)."""
+    return cfg.tracker.model_dump(include=TRACK_STAGE_KEYS)
+
+
 def tracker_factory(cfg: AppConfig) -> Callable[[str], IouTracker]:
     """camera -> a new tracker for it, with the `tracker` section's settings."""
-    settings = cfg.tracker.model_dump()
+    settings = cfg.tracker.model_dump(exclude=TRACK_STAGE_KEYS)
     return lambda camera: IouTracker(**settings, camera=camera)
 
 

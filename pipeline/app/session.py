@@ -9,13 +9,15 @@ from pathlib import Path
 
 from pipeline.app.config import AppConfig
 from pipeline.app.services import (
-    face_judge,
     frame_sources,
     identity_voter,
     make_detector,
     make_embedder,
     open_live_gallery,
+    track_stage_settings,
     tracker_factory,
+    verifier,
+    video_face_judge,
 )
 from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
 from pipeline.recognise.embedder import DEFAULT_MODEL
@@ -26,6 +28,7 @@ from pipeline.video.output import VideoOutput
 from pipeline.video.runner import Runner
 from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
+from pipeline.video.track_log import TrackLog
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class RunOptions:
     save_crops: bool = False
     max_frames: int | None = None
     metrics_port: int | None = None
+    tracks: Path | None = None  # one JSON line per processed frame and camera: the boxes drawn (track_log.py)
 
 
 class Session:
@@ -75,12 +79,17 @@ class Session:
         self.group = SourceGroup(frame_sources(cfg, opts.sources))
         if self.output.path is not None and not run.video_fps:
             self.output.fps = _source_fps(opts.sources)
+        self.tracks = TrackLog(opts.tracks) if opts.tracks is not None else None
+        if self.tracks is not None:
+            self._closers.append(self.tracks.close)
         detect = DetectStage(self.detector, run.detect_every, self.metrics)
-        self.recognise = RecogniseStage(face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
+        self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
-                                        include_crops=self.bus.include_crops)
+                                        include_crops=self.bus.include_crops, verifier=verifier(cfg),
+                                        threshold=self.threshold, weak_every=cfg.evidence.every,
+                                        **track_stage_settings(cfg))
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
-                             run.batch_wait_s, opts.max_frames)
+                             run.batch_wait_s, opts.max_frames, tracks=self.tracks)
         if opts.metrics_port is not None:
             server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
             self._closers.append(server.close)
@@ -140,10 +149,14 @@ class Session:
                 "latency_ms": m["latency_ms"], "stages": stages, "sources": sources,
                 "faces_detected": tally.faces, "faces_embedded": tally.embedded,
                 "faces_not_embedded": dict(tally.rejected), "tracks": sum(tally.tracks.values()),
+                "faces_weak": tally.weak, "faces_reverified": tally.verified, "track_splits": tally.splits,
+                "scene_cuts": sum(tally.cuts.values()), "contested_frames": tally.contested,
                 "identities_seen": dict(tally.identities), "events": dict(self.bus.counts),
                 "gallery": {"name": self.store.gallery, "identities": len(self.mirror.current()),
-                            "threshold": round(self.threshold, 4), "far": self.far},
+                            "threshold": round(self.threshold, 4), "far": self.far,
+                            "expected_fpir": self.gallery.expected_fpir},
                 "outputs": {"events": str(self.opts.events) if self.opts.events else None,
+                            "tracks": str(self.opts.tracks) if self.opts.tracks else None,
                             "videos": dict(self.output.files)}}
 
 

@@ -2,7 +2,7 @@
 
 An identity's score comes from its templates: `max` (its best template) or `mean_top2` (the mean of its
 best two, = max when it has one template). The best identity is accepted only when its score reaches the
-threshold, which the caller takes from the model card at a named false-accept rate (`threshold_from_card`).
+threshold, which the caller takes from the model card's curve for the gallery's size (`threshold.operating_point`).
 
 Scores are computed from the backend's top-k templates. The best identity is always exact: if a candidate
 could be beaten by an identity with no template in the top k (its score would be <= the k-th similarity),

@@ -1,7 +1,9 @@
 """Crop -> quality gate -> embed: the one way every caller (video stage, photos, enrolment) judges a face.
 
 `FaceJudge(embedder, gates).judge(image, faces, i)` -> `Judged(crop, verdict)`: the embedder's aligned crop of
-face `i` when it passed every gate (ready for `embed`), else None with the verdict saying why.
+face `i` when it passed every gate (ready for `embed`), else None with the verdict saying why. With `evidence`
+(`EvidenceGates`, the video path only) a face that fails the strict gates but passes the hard minimums keeps
+its crop too, as weak evidence with its `weight` (strict faces weigh 1); enrolment and photos never use it.
 
 The size gate comes first and needs no crop: on crowd video most faces are small background faces, and
 aligning them only to reject them would cost a warp each. It is the very rule `QualityGates.check` applies, so
@@ -19,17 +21,31 @@ import numpy as np
 
 from pipeline.core.faces import Faces
 from pipeline.core.protocols import Embedder
-from pipeline.recognise.quality import TOO_SMALL, QualityGates, QualityVerdict, crop_fits, face_px
+from pipeline.recognise.quality import (
+    TOO_SMALL,
+    EvidenceGates,
+    QualityGates,
+    QualityVerdict,
+    crop_fits,
+    face_px,
+)
 
 
 @dataclass(frozen=True)
 class Judged:
     crop: np.ndarray | None  # aligned RGB crop (h, w, 3) uint8 of a face that passed; None when it failed
-    verdict: QualityVerdict
+    verdict: QualityVerdict  # the strict gates'
+    weight: float = 1.0  # 1: passed the strict gates; (0, 1): weak evidence (`EvidenceGates`); 0: rejected
 
     @property
     def ok(self) -> bool:
+        """Passed the strict gates."""
         return self.verdict.ok
+
+    @property
+    def usable(self) -> bool:
+        """Worth embedding: passed the strict gates, or the evidence minimums."""
+        return self.crop is not None
 
 
 class FaceJudge:
@@ -39,18 +55,24 @@ class FaceJudge:
     reports them all); by default a face too small is rejected before any crop is made.
     """
 
-    def __init__(self, embedder: Embedder, gates: QualityGates, *, measure_rejected: bool = False):
+    def __init__(self, embedder: Embedder, gates: QualityGates, *, measure_rejected: bool = False,
+                 evidence: EvidenceGates | None = None):
         self.embedder, self.gates = embedder, gates
         self.measure_rejected = measure_rejected
+        self.evidence = evidence
+        self._size_floor = min(gates.min_face_px, evidence.min_face_px) if evidence else gates.min_face_px
         self._crop_fits_gates = crop_fits(embedder.template, embedder.size)
 
     def judge(self, image_bgr: np.ndarray, faces: Faces, index: int) -> Judged:
         px = face_px(faces.xyxy[index])
-        if px < self.gates.min_face_px and not self.measure_rejected:
-            return Judged(None, QualityVerdict(False, TOO_SMALL, {"face_px": px}))
+        if px < self._size_floor and not self.measure_rejected:
+            return Judged(None, QualityVerdict(False, TOO_SMALL, {"face_px": px}), 0.0)
         crop = self.embedder.crops(image_bgr, faces[index])[0]
         verdict = self.gates.check(image_bgr, index, faces, crop if self._crop_fits_gates else None)
-        return Judged(crop if verdict.ok else None, verdict)
+        if verdict.ok:
+            return Judged(crop, verdict, 1.0)
+        weight = self.evidence.weight(verdict.measures) if self.evidence is not None else 0.0
+        return Judged(crop if weight > 0 else None, verdict, weight)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings of crops that passed, in one batch (the engine's batching does the rest)."""

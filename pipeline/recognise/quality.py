@@ -197,3 +197,55 @@ def estimate_pose(landmarks: np.ndarray) -> tuple[float, float]:
     t = (nose[1] - eye_y) / height
     pitch = math.degrees(math.atan((t - FRONTAL_NOSE_HEIGHT) / PITCH_DEPTH_RATIO))
     return yaw, pitch
+
+
+class EvidenceGates:
+    """Hard minimums below the strict gates: a face that fails `QualityGates` but passes these is still embedded
+    in video and votes as weak evidence, with `weight(measures)` in (0, `max_weight`].
+
+    The weight falls linearly, measure by measure, from `max_weight` at the strict gate to a fifth of it at the
+    hard minimum, and the worst measure decides (a sharp profile is as weak as its pose). Faces passing the strict
+    gates weigh 1. Weak evidence alone never confirms a name (`IdentityVoter.min_strong_votes`).
+
+    Calibration (same photos and clips as the strict gates above): cosine to the full-size template is 0.87
+    worst case at 40 px (RunConfig.min_face_size keeps smaller faces from being detected at all), so the size
+    floor is 36 px; Gaussian sigma 3 keeps cosine 0.82-0.89 and measures sharpness 15-44, so the floor is 15;
+    the Hamilton profile close-up estimates yaw 53-72, and MTCNN's landmarks on a full profile are unreliable,
+    so yaw stops at 60; pitch at 45; the detector's false positives score 0.72-0.89, so score stops at 0.90.
+    """
+
+    def __init__(self, strict: QualityGates, min_face_px: float = 36, min_sharpness: float = 15.0,
+                 max_yaw: float = 60.0, max_pitch: float = 45.0, min_score: float = 0.90, max_weight: float = 0.5):
+        self.strict = strict
+        self.min_face_px = float(min_face_px)
+        self.min_sharpness = float(min_sharpness)
+        self.max_yaw = float(max_yaw)
+        self.max_pitch = float(max_pitch)
+        self.min_score = float(min_score)
+        self.max_weight = float(max_weight)
+
+    def weight(self, measures: dict) -> float:
+        """0 below any hard minimum, else the weak vote's weight (also for faces the strict gates pass: use
+        their verdict first, they weigh 1)."""
+        s = self.strict
+        factors = (_rising(measures["face_px"], self.min_face_px, s.min_face_px),
+                   _rising(measures["score"], self.min_score, s.min_score),
+                   _rising(measures["sharpness"], self.min_sharpness, s.min_sharpness),
+                   _falling(abs(measures["yaw"]), s.max_yaw, self.max_yaw),
+                   _falling(abs(measures["pitch"]), s.max_pitch, self.max_pitch))
+        worst = min(factors)
+        return 0.0 if worst < 0 else self.max_weight * (0.2 + 0.8 * worst)
+
+
+def _rising(value: float, floor: float, strict: float) -> float:
+    """-1 below `floor`, 0..1 from `floor` to `strict`, 1 above."""
+    if value < floor:
+        return -1.0
+    return 1.0 if value >= strict or strict <= floor else (value - floor) / (strict - floor)
+
+
+def _falling(value: float, strict: float, ceiling: float) -> float:
+    """1 up to `strict`, 1..0 up to `ceiling`, -1 beyond."""
+    if value > ceiling:
+        return -1.0
+    return 1.0 if value <= strict or ceiling <= strict else (ceiling - value) / (ceiling - strict)

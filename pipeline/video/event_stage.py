@@ -11,19 +11,34 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from pipeline.events import IDENTITY_CONFIRMED, TRACK_ENDED, TRACK_STARTED, Event, EventBus, encode_crop
+from pipeline.events import (
+    IDENTITY_CONFIRMED,
+    TRACK_ENDED,
+    TRACK_STARTED,
+    Event,
+    EventBus,
+    encode_crop,
+)
 from pipeline.video.match_stage import Recognised
 from pipeline.video.track_stage import Tracked, TrackStage
 from pipeline.video.tracker import Track
+from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
+
+SCENE_CUT = "scene cut"  # track_ended's `reason`: the camera cut to another shot
+SPLIT = "split"  # a re-verified face disagreed with the track: the appearance ended, a new track goes on
+IDENTITY_TAKEN = "identity claimed by another face"  # split_reason when one frame's assignment took the name
 
 
 class EventStage:
     """`announce(tracked)` after tracking, `vote(recognised)` after matching, `finish(ended)` at the end."""
 
-    def __init__(self, tracking: TrackStage, voter: IdentityVoter, bus: EventBus, include_crops: bool = False):
+    def __init__(self, tracking: TrackStage, voter: IdentityVoter, bus: EventBus, include_crops: bool = False,
+                 verifier: Verifier | None = None):
         self.tracking = tracking
         self.voter = voter
+        self.verifier = verifier or Verifier()
+        self.splits = 0
         self.bus = bus
         self.include_crops = include_crops
         self.tracks: Counter[str] = Counter()  # announced (confirmed, non-flicker) tracks per camera
@@ -33,7 +48,8 @@ class EventStage:
         """Per frame, in order: the tracks that ended there, then the tracks confirmed there."""
         for item in tracked:
             for track in item.ended:
-                self._ended(track, item.frame.index, item.frame.timestamp)
+                reason = SCENE_CUT if item.cut else None  # after a cut the tracker holds no older track
+                self._ended(track, item.frame.index, item.frame.timestamp, reason)
             for a in item.assignments:
                 track = a.track
                 if track.state == "confirmed" and track.confirmed_frame == item.frame.index:
@@ -50,9 +66,15 @@ class EventStage:
             self._ended(track, frame_index, timestamp)
 
     def _vote(self, item: Recognised) -> None:
-        frame, track, match = item.candidate.frame, item.candidate.track, item.match
+        frame, match, candidate = item.candidate.frame, item.match, item.candidate
+        track = self.tracking.current(candidate.track)
+        reason = self.verifier.disagreement(track, item.embedding, match, candidate.strong)
+        if reason is not None:
+            track = self.split(track, frame, reason)
+        self.tracking.observe(track, item.embedding, candidate.weight)
         self.tracking.show_similarity(track, match.similarity)
-        confirmation = self.voter.vote(track.camera, track.id, match, frame.index)
+        confirmation = self.voter.vote(track.camera, track.id, match, frame.index, weight=candidate.weight,
+                                       strong=candidate.strong)
         if confirmation is None:
             return
         self.tracking.confirm_identity(track, confirmation.identity, confirmation.similarity)
@@ -63,11 +85,24 @@ class EventStage:
                  "runner_up_similarity": _round(match.runner_up_similarity)}
         self.bus.emit(Event.for_track(IDENTITY_CONFIRMED, track, frame.index, frame.timestamp, extra, crop))
 
-    def _ended(self, track: Track, frame_index: int, timestamp: float) -> None:
+    def split(self, track: Track, frame, reason: str) -> Track:
+        """The face is someone else: the old appearance ends here, a new track starts from the face."""
+        new = self.tracking.split(track, frame.index)
+        self.splits += 1
+        self._ended(track, frame.index, frame.timestamp, SPLIT, {"split_reason": reason, "split_into": new.id})
+        self.tracks[new.camera] += 1
+        self.bus.emit(Event.for_track(TRACK_STARTED, new, frame.index, frame.timestamp, {"split_from": track.id}))
+        return new
+
+    def _ended(self, track: Track, frame_index: int, timestamp: float, reason: str | None = None,
+               more: dict | None = None) -> None:
         self.voter.end(track.camera, track.id)
         if track.confirmed_frame is None:
             return
         extra = {"first_frame": track.first_frame, "last_frame": track.last_frame, "hits": track.hits}
+        if reason is not None:
+            extra["reason"] = reason
+        extra.update(more or {})
         self.bus.emit(Event.for_track(TRACK_ENDED, track, frame_index, timestamp, extra))
 
 

@@ -1,7 +1,9 @@
-"""Box labels: each tracked frame as the plain `Annotated` record the output stage draws.
+"""Box labels: each tracked frame as the plain `Annotated` record the output stage draws and logs.
 
 Labels are text and tuples, so the tracker's mutable tracks never cross a thread boundary. Made last in a
-batch, after the votes, so a box names the identity confirmed on that very frame.
+batch, after the votes, so a box names the identity confirmed on that very frame. `ShownFace` is the same
+box as plain values (track id, shown identity, landmarks on detected frames) for the `--tracks` log
+(`pipeline.video.track_log`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ from pipeline.video.tracker import Track
 
 
 @dataclass(frozen=True)
+class ShownFace:
+    """One drawn box as plain values."""
+
+    box: tuple[float, float, float, float]  # xyxy
+    landmarks: tuple[tuple[float, float], ...] | None  # 5 points on a detected frame; None when predicted
+    track: int
+    identity: str | None  # the name on the box: the track's confirmed known identity
+    similarity: float | None
+    anon_id: str
+    predicted: bool
+
+
+@dataclass(frozen=True)
 class Annotated:
     frame: Frame
     labels: tuple[BoxLabel, ...]
     received: float  # perf_counter when the frame left its source queue
     detected: bool
+    shown: tuple[ShownFace, ...] = ()  # the same boxes as `labels`, in the same order
 
 
 class LabelStage:
@@ -27,12 +43,27 @@ class LabelStage:
 
     def annotate(self, tracked: Tracked, received: float) -> Annotated:
         labels = tuple(box_label(track, predicted) for track, predicted in tracked.shown)
-        return Annotated(tracked.frame, labels, received, tracked.detected)
+        rows = {a.track.id: a.face_index for a in tracked.assignments}
+        shown = tuple(shown_face(track, predicted, tracked, rows.get(track.id)) for track, predicted in tracked.shown)
+        return Annotated(tracked.frame, labels, received, tracked.detected, shown)
+
+
+def shown_identity(track: Track) -> str | None:
+    return track.identity if track.identity_confirmed and track.identity else None
 
 
 def box_label(track: Track, predicted: bool) -> BoxLabel:
-    known = bool(track.identity_confirmed and track.identity)
-    text = f"#{track.id} {track.identity if known else track.anon_id}"
+    identity = shown_identity(track)
+    text = f"#{track.id} {identity or track.anon_id}"
     if track.similarity is not None:
         text += f" {track.similarity:.2f}"
-    return BoxLabel(tuple(float(v) for v in track.box), text, known=known, predicted=predicted)
+    return BoxLabel(tuple(float(v) for v in track.box), text, known=identity is not None, predicted=predicted)
+
+
+def shown_face(track: Track, predicted: bool, tracked: Tracked, row: int | None) -> ShownFace:
+    landmarks = None
+    if not predicted and row is not None and tracked.faces is not None:
+        landmarks = tuple((round(float(x), 1), round(float(y), 1)) for x, y in tracked.faces.landmarks[row])
+    similarity = None if track.similarity is None else round(float(track.similarity), 4)
+    return ShownFace(tuple(round(float(v), 1) for v in track.box), landmarks, track.id, shown_identity(track),
+                     similarity, track.anon_id, predicted)

@@ -1,7 +1,10 @@
 """Recognition proper: judge the faces the tracker wants embedded, embed those that pass, match them.
 
-Faces that fail the quality gates are not embedded at all: the voter would discard their match anyway, and on
-crowd video the small background faces are most of the faces. The faces that pass, of every camera in the
+Faces that fail the strict quality gates but pass the judge's evidence minimums are embedded too, as weak
+evidence with a weight from their quality (`EvidenceGates`): they vote, but never confirm a name alone. Faces
+below the minimums are not embedded at all: on crowd video the small background faces are most of the faces.
+A track's weak faces are embedded at most every `weak_every`-th detection of it (strict faces every time they
+are wanted): weak evidence rarely decides alone, and it is most of what the evidence minimums let through. The faces that pass, of every camera in the
 batch, are embedded in one batch and matched against the gallery in one call.
 """
 
@@ -21,6 +24,8 @@ from pipeline.video.metrics import StageMetrics
 from pipeline.video.track_stage import Tracked
 from pipeline.video.tracker import Track
 
+WEAK_NOT_DUE = "weak evidence, not due"  # a weak face within `weak_every` detections of the track's last one
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -29,33 +34,54 @@ class Candidate:
     frame: Frame
     track: Track
     crop: np.ndarray  # the embedder's aligned RGB crop
+    verify: bool = False  # the track is decided: this face checks it is still the same person
+    weight: float = 1.0  # the vote's weight from the face's quality (1: passed the strict gates)
+    strong: bool = True  # passed the strict gates (weak evidence alone never confirms a name)
 
 
 @dataclass(frozen=True)
 class Recognised:
     candidate: Candidate
     match: Match
+    embedding: np.ndarray  # (dim,) the face's embedding (the track's appearance is made of these)
 
 
 class MatchStage:
     """`select(tracked)` -> the candidates worth embedding; `recognise(candidates)` -> their matches."""
 
-    def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics):
+    def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics, weak_every: int = 3):
         self.judge = judge
+        self.weak_every = int(weak_every)
+        self._weak_due: dict[tuple[str, int], int] = {}  # (camera, track id) -> detections until a weak face is due
         self.matcher = matcher
         self.metrics = metrics
         self.embedded = 0
+        self.weak = 0  # embedded as weak evidence (failed a strict gate, passed the minimums)
+        self.verified = 0  # embedded to re-verify a decided track
         self.rejected: Counter[str] = Counter()  # quality gate reason -> faces not embedded
 
     def select(self, tracked: Sequence[Tracked]) -> list[Candidate]:
         candidates = []
         for item in tracked:
+            for track in item.ended:
+                self._weak_due.pop((track.camera, track.id), None)
             for a in item.assignments:
+                key = (a.track.camera, a.track.id)
+                wait = self._weak_due.get(key, 0)
+                if wait > 0:
+                    self._weak_due[key] = wait - 1
                 if not a.needs_embedding:
                     continue
                 judged = self.judge.judge(item.frame.image, item.faces, a.face_index)
-                if judged.ok:
-                    candidates.append(Candidate(item.frame, a.track, judged.crop))
+                if judged.usable and not judged.ok:
+                    if wait > 0:
+                        self.rejected[WEAK_NOT_DUE] += 1
+                        continue
+                    self._weak_due[key] = self.weak_every - 1
+                if judged.usable:
+                    candidates.append(Candidate(item.frame, a.track, judged.crop, a.verify, judged.weight, judged.ok))
+                    self.weak += not judged.ok
+                    self.verified += a.verify
                 else:
                     self.rejected[judged.verdict.reason] += 1
         return candidates
@@ -68,4 +94,4 @@ class MatchStage:
         self.embedded += len(candidates)
         with self.metrics.time("match", items=len(candidates)):
             matches = self.matcher.match(embeddings)
-        return [Recognised(c, m) for c, m in zip(candidates, matches, strict=True)]
+        return [Recognised(c, m, e) for c, m, e in zip(candidates, matches, embeddings, strict=True)]

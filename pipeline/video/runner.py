@@ -35,6 +35,7 @@ from pipeline.video.metrics import StageMetrics
 from pipeline.video.output import VideoOutput
 from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
+from pipeline.video.track_log import TrackLog
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,12 @@ class Runner:
 
     def __init__(self, group: SourceGroup, detect: DetectStage, recognise: RecogniseStage, output: VideoOutput,
                  metrics: StageMetrics, stage_queue: int = 2, batch_wait_s: float = 0.05,
-                 max_frames: int | None = None):
+                 max_frames: int | None = None, tracks: TrackLog | None = None):
         self.group = group
         self.detect = detect
         self.recognise = recognise
         self.output = output
+        self.tracks = tracks  # the --tracks log, written beside the video from the same records
         self.metrics = metrics
         self.batch_wait_s = float(batch_wait_s)
         self.max_frames = max_frames
@@ -139,6 +141,8 @@ class Runner:
                 frame = item.frame
                 with self.metrics.time("output"):
                     self.output.write(frame.camera, frame.image, item.labels, f"{frame.camera} #{frame.index}")
+                    if self.tracks is not None:
+                        self.tracks.write(item)
                 self.metrics.latency(time.perf_counter() - item.received)
                 self.metrics.count("frames_out")
 

@@ -5,8 +5,8 @@
   the tracker carries their faces (`IouTracker.predict`).
 - `RecogniseStage`: `Detected` -> one `Annotated` per frame, emitting events on the way, in four parts by role:
   `TrackStage` (per-camera trackers) -> `MatchStage` (judge the faces the tracker wants embedded, embed all
-  cameras' at once, match) -> `EventStage` (track events, votes, identity confirmations) -> `LabelStage`
-  (box labels for the output stage).
+  cameras' at once, match) -> `IdentityArbiter` (one name per face per frame) -> `EventStage` (track events,
+  re-verification splits, votes, identity confirmations) -> `LabelStage` (box labels for the output stage).
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from pipeline.core.frames import Frame
 from pipeline.core.protocols import Detector, Matcher
 from pipeline.events import EventBus
 from pipeline.recognise.judge import FaceJudge
-from pipeline.video.event_stage import EventStage
+from pipeline.video.event_stage import IDENTITY_TAKEN, EventStage
+from pipeline.video.identity_assignment import IdentityArbiter
 from pipeline.video.label_stage import Annotated, LabelStage
 from pipeline.video.match_stage import MatchStage
 from pipeline.video.metrics import StageMetrics
+from pipeline.video.scene_cut import DEFAULT_MIN_DIFFERENCE
 from pipeline.video.track_stage import TrackStage, default_tracker
 from pipeline.video.tracker import IouTracker
+from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
 
 
@@ -70,6 +73,11 @@ class Tally:
     tracks: Counter = field(default_factory=Counter)  # confirmed (non-flicker) tracks per camera
     identities: Counter = field(default_factory=Counter)  # name -> identity_confirmed events
     max_faces_per_frame: Counter = field(default_factory=Counter)  # per camera
+    weak: int = 0  # of `embedded`: weak evidence (below the strict gates, above the minimums)
+    verified: int = 0  # of `embedded`: re-verifying a decided track
+    splits: int = 0  # tracks split because a re-verified face was someone else
+    cuts: Counter = field(default_factory=Counter)  # hard scene cuts per camera
+    contested: int = 0  # frames where two faces claimed one name
 
 
 class RecogniseStage:
@@ -77,11 +85,13 @@ class RecogniseStage:
 
     def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
-                 include_crops: bool = False):
+                 include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
+                 verifier: Verifier | None = None, threshold: float | None = None, weak_every: int = 3):
         self.metrics = metrics
-        self.tracking = TrackStage(new_tracker)
-        self.matching = MatchStage(judge, matcher, metrics)
-        self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops)
+        self.tracking = TrackStage(new_tracker, scene_cut)
+        self.matching = MatchStage(judge, matcher, metrics, weak_every)
+        self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier)
+        self.arbiter = IdentityArbiter(threshold)
         self.labels = LabelStage()
 
     def process(self, batch: Detected) -> list[Annotated]:
@@ -90,10 +100,15 @@ class RecogniseStage:
             tracked = self.tracking.update(batch.frames, batch.faces)
             self.events.announce(tracked)
             candidates = self.matching.select(tracked)
-        if candidates:
-            recognised = self.matching.recognise(candidates)
+        recognised = self.matching.recognise(candidates) if candidates else []
+        # One face <-> one name per frame, among this batch's matches and the names already shown.
+        recognised, losers = self.arbiter.settle(tracked, recognised)
+        if recognised:
             with self.metrics.time("vote", items=len(recognised)):
                 self.events.vote(recognised)
+        for track, item in losers:  # a shown name another face claims more strongly: recognised afresh
+            self.events.split(track, item.frame, IDENTITY_TAKEN)
+        tracked = self.tracking.refresh(tracked)  # tracks split while voting are shown as their successors
         return [self.labels.annotate(t, received) for t, received in zip(tracked, batch.received, strict=True)]
 
     def finish(self) -> None:
@@ -105,4 +120,6 @@ class RecogniseStage:
         tracking, matching, events = self.tracking, self.matching, self.events
         return Tally(frames=tracking.frames, detected_frames=tracking.detected_frames, faces=tracking.faces,
                      embedded=matching.embedded, rejected=matching.rejected, tracks=events.tracks,
-                     identities=events.identities, max_faces_per_frame=tracking.max_faces_per_frame)
+                     identities=events.identities, max_faces_per_frame=tracking.max_faces_per_frame,
+                     weak=matching.weak, verified=matching.verified, splits=events.splits, cuts=tracking.cuts,
+                     contested=self.arbiter.contested)

@@ -4,6 +4,9 @@ A detected frame updates its camera's tracker with the frame's faces; a frame th
 the tracks to their predicted boxes (`IouTracker.predict`). Each frame comes out as a `Tracked`: what the later
 parts need (which faces the tracker wants embedded, which tracks ended, which boxes to draw).
 
+A hard scene cut (`SceneCutDetector`, tested on every frame) ends every track of that camera before the
+frame is tracked: after a cut the boxes hold other people, and the faces there are recognised afresh.
+
 The tracks stay the tracker's: the later parts read them and hand their decisions back through
 `confirm_identity` and `show_similarity`.
 """
@@ -12,10 +15,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
+from pipeline.video.scene_cut import DEFAULT_MIN_DIFFERENCE, SceneCutDetector
 from pipeline.video.tracker import IouTracker, Track, TrackAssignment, default_quality
 
 
@@ -28,6 +32,7 @@ class Tracked:
     assignments: tuple[TrackAssignment, ...]  # one per face, in face order (none when not detected)
     ended: tuple[Track, ...]  # tracks that ended at this frame
     shown: tuple[tuple[Track, bool], ...]  # (track, predicted) to draw on the frame
+    cut: bool = False  # a hard scene cut precedes this frame: every earlier track of the camera ended here
 
     @property
     def detected(self) -> bool:
@@ -41,14 +46,19 @@ def default_tracker(camera: str) -> IouTracker:
 class TrackStage:
     """`update(frames, faces)` -> one `Tracked` per frame; `end_all()` at the end of the stream."""
 
-    def __init__(self, new_tracker: Callable[[str], IouTracker] = default_tracker):
+    def __init__(self, new_tracker: Callable[[str], IouTracker] = default_tracker,
+                 scene_cut: float = DEFAULT_MIN_DIFFERENCE):
         self.new_tracker = new_tracker
+        self.scene_cut = float(scene_cut)  # SceneCutDetector.min_difference; 0: no cut detection
         self.trackers: dict[str, IouTracker] = {}
+        self.cut_detectors: dict[str, SceneCutDetector] = {}
+        self.cuts: Counter[str] = Counter()  # per camera
         self.frames: Counter[str] = Counter()  # per camera
         self.detected_frames: Counter[str] = Counter()
         self.faces = 0
         self.max_faces_per_frame: Counter[str] = Counter()
         self._last: dict[str, Frame] = {}  # each camera's latest frame: end-of-stream events carry its time
+        self._replaced: dict[tuple[str, int], Track] = {}  # (camera, old id) -> the track split from it, this batch
 
     def update(self, frames: Sequence[Frame], faces: Sequence[Faces | None]) -> list[Tracked]:
         return [self._update(frame, found) for frame, found in zip(frames, faces, strict=True)]
@@ -68,23 +78,61 @@ class TrackStage:
     def show_similarity(self, track: Track, similarity: float) -> None:
         self.trackers[track.camera].show_similarity(track, similarity)
 
+    def observe(self, track: Track, embedding, weight: float = 1.0) -> None:
+        self.trackers[track.camera].observe(track, embedding, weight)
+
+    def split(self, track: Track, frame_index: int) -> Track:
+        """End `track` and go on with a new one from its box (`IouTracker.split`); this batch's `Tracked`
+        records show the new track once `refresh` has run."""
+        new = self.trackers[track.camera].split(track, frame_index)
+        self._replaced[(track.camera, track.id)] = new
+        return new
+
+    def current(self, track: Track) -> Track:
+        """`track`, or the track split from it earlier in this batch."""
+        while (track.camera, track.id) in self._replaced:
+            track = self._replaced[(track.camera, track.id)]
+        return track
+
+    def refresh(self, tracked: Sequence[Tracked]) -> list[Tracked]:
+        """The batch's records with split tracks replaced by their successors; forgets the splits."""
+        if not self._replaced:
+            return list(tracked)
+        fresh = [replace(t, assignments=tuple(replace(a, track=self.current(a.track)) for a in t.assignments),
+                         shown=tuple((self.current(track), predicted) for track, predicted in t.shown))
+                 for t in tracked]
+        self._replaced.clear()
+        return fresh
+
     def _tracker(self, camera: str) -> IouTracker:
         tracker = self.trackers.get(camera)
         if tracker is None:
             tracker = self.trackers[camera] = self.new_tracker(camera)
         return tracker
 
+    def _is_cut(self, frame: Frame) -> bool:
+        if self.scene_cut <= 0:
+            return False
+        detector = self.cut_detectors.get(frame.camera)
+        if detector is None:
+            detector = self.cut_detectors[frame.camera] = SceneCutDetector(self.scene_cut)
+        cut = detector.is_cut(frame.image)
+        self.cuts[frame.camera] += cut
+        return cut
+
     def _update(self, frame: Frame, faces: Faces | None) -> Tracked:
         tracker = self._tracker(frame.camera)
         self._last[frame.camera] = frame
         self.frames[frame.camera] += 1
+        cut = self._is_cut(frame)
+        cut_ended = tuple(tracker.end_all()) if cut else ()
         if faces is None:
             # Tentative tracks are not drawn: most are one-detection flickers (a hand, a poster).
             shown = tuple((t, True) for t in tracker.predict(frame.index) if t.state != "tentative")
-            return Tracked(frame, None, (), (), shown)
+            return Tracked(frame, None, (), cut_ended, shown, cut)
         self.detected_frames[frame.camera] += 1
         self.faces += len(faces)
         self.max_faces_per_frame[frame.camera] = max(self.max_faces_per_frame[frame.camera], len(faces))
         assignments, ended = tracker.update(faces, frame.index, default_quality(faces))
         shown = tuple((a.track, False) for a in assignments if a.track.state != "tentative")
-        return Tracked(frame, faces, tuple(assignments), tuple(ended), shown)
+        return Tracked(frame, faces, tuple(assignments), cut_ended + tuple(ended), shown, cut)

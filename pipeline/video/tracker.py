@@ -14,6 +14,13 @@ per tracker (= per camera), increasing, never reused.
 `needs_embedding` keeps embedding cost low (design decision 7): a face is embedded when its track is new, its
 identity is not yet confirmed (`confirm_identity`, once `IdentityVoter` decides), or its quality beats the
 best quality embedded so far by more than `reembed_quality_gain` (and, if set, every `reembed_every` frames).
+A decided track is still re-verified (`TrackAssignment.verify`): every `reverify_every` detections, and at
+once when the association is doubtful: the box jumped (its centre landed more than `jump_fraction` of the
+box's size from the prediction), its scale changed by more than `scale_jump` times, or another track's
+predicted box overlaps it (two people crossing). When the re-verified face disagrees with the track
+(`pipeline.video.verification`), the stage asks for a `split`: the old appearance ends and a new track goes
+on from this face, recognised afresh. Each track keeps its appearance (`observe`: the quality-weighted mean
+of its embeddings) for that check.
 
 Only the tracker writes into a `Track`: the stages read tracks and hand decisions back through
 `confirm_identity` and `show_similarity`. Settings are plain values, validated where config is read
@@ -33,6 +40,9 @@ TrackState = Literal["tentative", "confirmed", "lost"]
 # Face side (px) at which the default quality saturates: templates of 60+ px faces are within cosine 0.95 of
 # full size (quality.py calibration), so beyond ~100 px size no longer limits the embedding.
 QUALITY_FULL_SIDE = 100.0
+# Predicted boxes overlapping by more than this IoU count as crossing paths (re-verified); below it, neighbours in
+# a crowd whose boxes merely touch would be re-embedded at every detection.
+CROSSING_IOU = 0.1
 VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity: follows turns within two hits, damps jitter
 
 
@@ -53,6 +63,9 @@ class Track:
     first_frame: int = 0
     last_frame: int = 0  # frame of the last matching detection
     confirmed_frame: int | None = None  # None: never confirmed (ended tentative tracks are flickers)
+    appearance: np.ndarray | None = None  # unit mean of the embeddings seen (`observe`), quality-weighted
+    appearance_weight: float = 0.0
+    split_from: int | None = None  # the track this one was split from (`IouTracker.split`)
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ class TrackAssignment:
     track: Track
     is_new: bool
     needs_embedding: bool
+    verify: bool = False  # a decided track's face embedded to check it is still the same person
 
 
 @dataclass
@@ -69,6 +83,7 @@ class _Motion:
     frame: int
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float64))  # px per frame
     embed_frame: int | None = None  # last frame a face of this track was handed out for embedding
+    hits_since_embed: int = 0
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,12 +127,16 @@ class IouTracker:
     """`update(faces, frame_index)` once per detected frame of one camera -> (assignments, ended tracks)."""
 
     def __init__(self, iou_threshold: float = 0.3, confirm_hits: int = 3, max_misses: int = 15,
-                 reembed_quality_gain: float = 0.15, reembed_every: int = 0, *, camera: str = "cam"):
+                 reembed_quality_gain: float = 0.15, reembed_every: int = 0, reverify_every: int = 4,
+                 jump_fraction: float = 0.5, scale_jump: float = 1.5, *, camera: str = "cam"):
         self.iou_threshold = float(iou_threshold)
         self.confirm_hits = int(confirm_hits)
         self.max_misses = int(max_misses)
         self.reembed_quality_gain = float(reembed_quality_gain)
         self.reembed_every = int(reembed_every)
+        self.reverify_every = int(reverify_every)
+        self.jump_fraction = float(jump_fraction)
+        self.scale_jump = float(scale_jump)
         self.camera = camera
         self._tracks: dict[int, Track] = {}  # live tracks by id, in creation order
         self._motion: dict[int, _Motion] = {}
@@ -136,12 +155,15 @@ class IouTracker:
         self._check_frame(frame_index)
         quality = self._quality(faces, quality)
         live = list(self._tracks.values())
-        pairs = greedy_match(self._scores(live, faces.xyxy, frame_index), self.iou_threshold)
+        predicted = self._predicted_boxes(live, frame_index)
+        pairs = greedy_match(self._scores(live, faces.xyxy, frame_index, predicted), self.iou_threshold)
+        crowded = self._crowded(predicted)
         assignments: dict[int, TrackAssignment] = {}
         for row, col in pairs:
             track = live[row]
-            needs = self._hit(track, faces.xyxy[col], frame_index, float(quality[col]))
-            assignments[col] = TrackAssignment(col, track, False, needs)
+            doubt = row in crowded or self._jumped(predicted[row], faces.xyxy[col])
+            needs, verify = self._hit(track, faces.xyxy[col], frame_index, float(quality[col]), doubt)
+            assignments[col] = TrackAssignment(col, track, False, needs, verify)
         for col in range(len(faces)):
             if col not in assignments:
                 track = self._new_track(faces.xyxy[col], frame_index, float(quality[col]))
@@ -166,6 +188,27 @@ class IouTracker:
         """The voter confirmed `identity` (None: unknown) for `track`: shown from now on, and the face is no
         longer embedded every frame (only on a quality gain or `reembed_every`)."""
         track.identity, track.similarity, track.identity_confirmed = identity, float(similarity), True
+
+    def observe(self, track: Track, embedding: np.ndarray, weight: float = 1.0) -> None:
+        """A face of `track` was embedded and agrees with it: fold it into the track's appearance."""
+        embedding = np.asarray(embedding, np.float64).reshape(-1)
+        total = track.appearance_weight + float(weight)
+        if track.appearance is None or total <= 0:
+            mean = embedding
+        else:
+            mean = (track.appearance * track.appearance_weight + embedding * weight) / total
+        track.appearance = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        track.appearance_weight = max(total, float(weight))
+
+    def split(self, track: Track, frame_index: int) -> Track:
+        """End `track` here (its face turned out to be someone else) and go on with a new track from its last
+        box, confirmed at once (the face is established, only its identity is new) and recognised afresh."""
+        motion = self._motion[track.id]
+        self._remove(track)
+        new = self._new_track(motion.box, frame_index, track.best_quality)
+        new.state, new.confirmed_frame, new.split_from = "confirmed", frame_index, track.id
+        self._motion[new.id].velocity = motion.velocity.copy()
+        return new
 
     def show_similarity(self, track: Track, similarity: float) -> None:
         """The latest match's similarity, shown on the box until a confirmation fixes it."""
@@ -194,10 +237,33 @@ class IouTracker:
             raise ValueError(f"quality must have shape ({len(faces)},), got {quality.shape}")
         return quality
 
-    def _scores(self, live: list[Track], boxes: np.ndarray, frame_index: int) -> np.ndarray:
+    def _predicted_boxes(self, live: list[Track], frame_index: int) -> np.ndarray:
+        if not live:
+            return np.zeros((0, 4))
+        return np.stack([self._predicted(t.id, frame_index) for t in live])
+
+    def _crowded(self, predicted: np.ndarray) -> set[int]:
+        """Rows whose predicted box overlaps another track's: faces crossing paths, worth re-verifying."""
+        if len(predicted) < 2:
+            return set()
+        overlap = iou_matrix(predicted, predicted)
+        np.fill_diagonal(overlap, 0.0)
+        return set(np.flatnonzero(overlap.max(axis=1) > CROSSING_IOU).tolist())
+
+    def _jumped(self, predicted: np.ndarray, box: np.ndarray) -> bool:
+        """The observed box is far from the predicted one (centre or scale): maybe another face took it."""
+        size_p = np.sqrt(max((predicted[2] - predicted[0]) * (predicted[3] - predicted[1]), 1e-6))
+        size_b = np.sqrt(max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6))
+        centre_p = (predicted[:2] + predicted[2:]) / 2.0
+        centre_b = (np.asarray(box[:2], np.float64) + np.asarray(box[2:], np.float64)) / 2.0
+        moved = float(np.linalg.norm(centre_b - centre_p)) > self.jump_fraction * size_p
+        return moved or max(size_b / size_p, size_p / size_b) > self.scale_jump
+
+    def _scores(self, live: list[Track], boxes: np.ndarray, frame_index: int,
+                predicted: np.ndarray | None = None) -> np.ndarray:
         if not live or len(boxes) == 0:
             return np.zeros((len(live), len(boxes)))
-        predicted = np.stack([self._predicted(t.id, frame_index) for t in live])
+        predicted = self._predicted_boxes(live, frame_index) if predicted is None else predicted
         scores = iou_matrix(predicted, boxes)
         lost = np.array([t.state == "lost" for t in live])
         if lost.any():
@@ -219,8 +285,9 @@ class IouTracker:
         self._motion[track_id] = _Motion(np.array(box, np.float64), frame_index, embed_frame=frame_index)
         return track
 
-    def _hit(self, track: Track, box: np.ndarray, frame_index: int, quality: float) -> bool:
-        """Record a matching detection; returns needs_embedding."""
+    def _hit(self, track: Track, box: np.ndarray, frame_index: int, quality: float,
+             doubt: bool = False) -> tuple[bool, bool]:
+        """Record a matching detection; returns (needs_embedding, verify)."""
         motion = self._motion[track.id]
         box = np.asarray(box, np.float64)
         if frame_index > motion.frame:
@@ -238,18 +305,22 @@ class IouTracker:
             track.state = "confirmed"  # only confirmed tracks are kept while lost
         if track.state == "tentative" and track.hits >= self.confirm_hits:
             track.state, track.confirmed_frame = "confirmed", frame_index
-        return self._needs_embedding(track, motion, quality, frame_index)
+        return self._needs_embedding(track, motion, quality, frame_index, doubt)
 
-    def _needs_embedding(self, track: Track, motion: _Motion, quality: float, frame_index: int) -> bool:
-        due = (not track.identity_confirmed
+    def _needs_embedding(self, track: Track, motion: _Motion, quality: float, frame_index: int,
+                         doubt: bool) -> tuple[bool, bool]:
+        motion.hits_since_embed += 1
+        verify = track.identity_confirmed and (
+            doubt or (self.reverify_every > 0 and motion.hits_since_embed >= self.reverify_every))
+        due = (verify or not track.identity_confirmed
                or quality > track.best_quality + self.reembed_quality_gain
                or (self.reembed_every > 0 and motion.embed_frame is not None
                    and frame_index - motion.embed_frame >= self.reembed_every))
         if due:
             # Compared with the best face *embedded*, so a slow creep of quality still triggers eventually.
             track.best_quality = max(track.best_quality, quality)
-            motion.embed_frame = frame_index
-        return due
+            motion.embed_frame, motion.hits_since_embed = frame_index, 0
+        return due, bool(verify)
 
     def _miss(self, track: Track, frame_index: int) -> bool:
         """Record a frame without a matching detection; True when the track ends."""

@@ -1,8 +1,11 @@
 """Identity votes per track: one frame's match is noisy, a track's majority over several frames is not.
 
-Only faces that passed the quality gates vote (a profile or a blurred face matches badly and would only add
-noise). Within the last `window` votes of a track, the most named identity is confirmed when it has at least
-`min_votes` votes and at least `min_share` of the votes in the window. "Unknown" (identity None) is a
+Votes are weighted: a face that passed the strict quality gates weighs 1, weak evidence (a small, turned or
+soft face that passed only the hard minimums, `EvidenceGates`) weighs less. Within the last `window` votes of
+a track, the identity with the most weight is confirmed when its weight reaches `min_votes` and at least
+`min_share` of the window's weight, and, for a known name, when at least `min_strong_votes` of its votes are
+strong: weak evidence alone never confirms a name, though it may confirm "unknown" (which names nobody and
+stops the face being embedded at every detection). Strong faces alone confirm as fast as before (3 of them). "Unknown" (identity None) is a
 candidate like any name, so an unknown person gets exactly one confirmation too, under the track's anonymous id.
 
 One appearance (track) gives one confirmation: the confirmed identity is never confirmed again on that track.
@@ -47,21 +50,24 @@ class IdentityVoter:
     equal). Call `end(camera, track_id)` when a track ends.
     """
 
-    def __init__(self, min_votes: int = 3, window: int = 10, min_share: float = 0.6, debounce_frames: int = 30):
+    def __init__(self, min_votes: int = 3, window: int = 10, min_share: float = 0.6, debounce_frames: int = 30,
+                 min_strong_votes: int = 2):
         self.min_votes = int(min_votes)
+        self.min_strong_votes = int(min_strong_votes)
         self.window = int(window)
         self.min_share = float(min_share)
         self.debounce_frames = int(debounce_frames)
         self._ballots: dict[tuple[str, int], _Ballot] = {}
 
     def vote(self, camera: str, track_id: int, match: Match | None, frame_index: int,
-             quality_ok: bool = True) -> Confirmation | None:
-        if match is None or not quality_ok:
+             quality_ok: bool = True, weight: float = 1.0, strong: bool = True) -> Confirmation | None:
+        """`weight`: the face's evidence (1: passed the strict gates); `strong`: it did pass them."""
+        if match is None or not quality_ok or weight <= 0:
             return None
         ballot = self._ballots.get((camera, track_id))
         if ballot is None:
             ballot = self._ballots[(camera, track_id)] = _Ballot(deque(maxlen=self.window))
-        ballot.votes.append((match.identity, float(match.similarity)))
+        ballot.votes.append((match.identity, float(match.similarity), float(weight), bool(strong)))
         leader = self._leader(ballot)
         if leader is None:
             return None
@@ -78,20 +84,25 @@ class IdentityVoter:
     def votes(self, camera: str, track_id: int) -> list[tuple[str | None, float]]:
         """The votes in the track's window, oldest first (for logs and tests)."""
         ballot = self._ballots.get((camera, track_id))
-        return list(ballot.votes) if ballot else []
+        return [(identity, similarity) for identity, similarity, _, _ in ballot.votes] if ballot else []
 
     def __len__(self) -> int:
         return len(self._ballots)
 
     def _leader(self, ballot: _Ballot) -> tuple[str | None, int, float] | None:
-        """(identity, votes, mean similarity) of the window's majority, or None when no identity qualifies."""
-        tally: dict[str | None, list[float]] = {}
-        for identity, similarity in ballot.votes:
-            tally.setdefault(identity, []).append(similarity)
-        top = max(len(sims) for sims in tally.values())
-        tied = [identity for identity, sims in tally.items() if len(sims) == top]
+        """(identity, votes, mean similarity) of the window's weighted majority, or None when none qualifies."""
+        tally: dict[str | None, list[tuple[float, float, bool]]] = {}
+        for identity, similarity, weight, strong in ballot.votes:
+            tally.setdefault(identity, []).append((similarity, weight, strong))
+        weights = {identity: sum(w for _, w, _ in votes) for identity, votes in tally.items()}
+        top = max(weights.values())
+        tied = [identity for identity, w in weights.items() if abs(w - top) < 1e-9]
         identity = ballot.identity if ballot.confirmed and ballot.identity in tied else tied[0]
-        if top < self.min_votes or top / len(ballot.votes) < self.min_share:
+        total = sum(weights.values())
+        if top < self.min_votes - 1e-9 or top / total < self.min_share - 1e-9:
             return None
-        sims = tally[identity]
-        return identity, top, sum(sims) / len(sims)
+        votes = tally[identity]
+        if identity is not None and sum(strong for _, _, strong in votes) < self.min_strong_votes:
+            return None  # weak evidence alone never names anybody
+        similarity = sum(s * w for s, w, _ in votes) / sum(w for _, w, _ in votes)
+        return identity, len(votes), similarity

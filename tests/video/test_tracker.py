@@ -119,7 +119,7 @@ def test_a_tentative_track_ends_at_its_first_miss():
 
 
 def test_needs_embedding_new_unconfirmed_quality_gain_and_period():
-    tracker = IouTracker(confirm_hits=1, reembed_quality_gain=0.15, reembed_every=0)
+    tracker = IouTracker(confirm_hits=1, reembed_quality_gain=0.15, reembed_every=0, reverify_every=0)
     q = lambda v: np.array([v])  # noqa: E731
     (new,), _ = tracker.update(faces_of([box_at(0)]), 0, q(0.5))
     assert new.is_new and new.needs_embedding and new.track.best_quality == 0.5
@@ -131,7 +131,7 @@ def test_needs_embedding_new_unconfirmed_quality_gain_and_period():
     assert decisions == [False, False, False, True, False, False, True]  # > best + 0.15 (0.5, then 0.66)
     assert new.track.best_quality == pytest.approx(0.82)
 
-    periodic = IouTracker(confirm_hits=1, reembed_every=5)
+    periodic = IouTracker(confirm_hits=1, reembed_every=5, reverify_every=0)
     (first,), _ = periodic.update(faces_of([box_at(0)]), 0, q(0.5))
     periodic.confirm_identity(first.track, None, 0.4)
     decisions = [periodic.update(faces_of([box_at(0)]), f, q(0.5))[0][0].needs_embedding for f in range(1, 11)]
@@ -141,7 +141,7 @@ def test_needs_embedding_new_unconfirmed_quality_gain_and_period():
 def test_default_quality_is_score_times_size_and_a_closer_face_is_re_embedded():
     quality = default_quality(faces_of([box_at(0, side=s) for s in (30, 50, 100, 200)]))
     assert quality == pytest.approx([0.297, 0.495, 0.99, 0.99], abs=1e-6)
-    tracker = IouTracker(confirm_hits=1)
+    tracker = IouTracker(confirm_hits=1, reverify_every=0)
     (first,), _ = tracker.update(faces_of([box_at(0, side=40)]), 0)
     tracker.confirm_identity(first.track, "ann", 0.9)
     sides = range(42, 64, 2)  # walking towards the camera
@@ -184,8 +184,16 @@ def test_settings_come_from_the_config_section():
 
 
 def test_library_defaults_equal_the_config_section():
+    from pipeline.app.services import TRACK_STAGE_KEYS
+    from pipeline.video.track_stage import TrackStage
+
     parameters = inspect.signature(IouTracker).parameters
-    assert {name: parameters[name].default for name in TrackerConfig.model_fields} == TrackerConfig().model_dump()
+    tracker_keys = set(TrackerConfig.model_fields) - TRACK_STAGE_KEYS
+    assert ({name: parameters[name].default for name in tracker_keys}
+            == TrackerConfig().model_dump(exclude=TRACK_STAGE_KEYS))
+    stage = inspect.signature(TrackStage).parameters
+    assert {name: stage[name].default for name in TRACK_STAGE_KEYS} == TrackerConfig().model_dump(
+        include=TRACK_STAGE_KEYS)
 
 
 def test_bad_inputs_are_rejected():

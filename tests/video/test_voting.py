@@ -122,3 +122,29 @@ def test_every_confirmation_is_backed_by_the_window(names, min_votes, window, mi
         if previous is not None:
             assert c.identity != previous.identity and frame - previous.frame >= debounce
         previous = c
+
+
+def test_weak_evidence_alone_never_confirms_a_name():
+    voter, t = IdentityVoter(), track()
+    for frame in range(30):  # weak votes of the most weight a weak face can have, all for one name
+        assert voter.vote(*t, match("ann", 0.95), frame, weight=0.5, strong=False) is None
+    assert voter.vote(*t, match("ann", 0.95), 30) is None  # one strict face: still short of min_strong_votes
+    confirmed = voter.vote(*t, match("ann", 0.95), 31)
+    assert confirmed is not None and confirmed.identity == "ann"
+
+
+def test_strong_evidence_confirms_fast_and_weak_evidence_may_confirm_unknown():
+    strong, t = IdentityVoter(), track()
+    assert [strong.vote(*t, match("ann", 0.9), f) is not None for f in range(3)] == [False, False, True]
+    weak = IdentityVoter()
+    out = [weak.vote(*t, match(None, 0.5), f, weight=0.5, strong=False) for f in range(6)]
+    assert [c is not None for c in out] == [False] * 5 + [True] and out[-1].identity is None
+
+
+def test_two_strong_votes_plus_weak_weight_confirm():
+    voter, t = IdentityVoter(), track()
+    assert voter.vote(*t, match("ann", 0.9), 0) is None
+    assert voter.vote(*t, match("ann", 0.9), 1, weight=0.5, strong=False) is None
+    assert voter.vote(*t, match("ann", 0.9), 2, weight=0.5, strong=False) is None  # weight 2, one strong
+    confirmed = voter.vote(*t, match("ann", 0.9), 3)
+    assert confirmed is not None and confirmed.votes == 4
