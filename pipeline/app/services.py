@@ -16,7 +16,7 @@ from pipeline.detect import MTCNN
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
-from pipeline.gallery.threshold import OperatingPoint, operating_point, template_counts
+from pipeline.gallery.threshold import GalleryThreshold, OperatingPoint, operating_point
 from pipeline.recognise.embedder import Embedder
 from pipeline.recognise.judge import FaceJudge
 from pipeline.recognise.quality import EvidenceGates, QualityGates
@@ -76,24 +76,41 @@ def make_search(cfg: GalleryConfig, mirror: GalleryMirror, store: GalleryStore) 
     return ApproximateSearch(mirror, exact_below=cfg.exact_below)  # auto: exact until the gallery is that large
 
 
-def make_matcher(cfg: AppConfig, mirror: GalleryMirror, store: GalleryStore, threshold: float) -> Matcher:
+def make_matcher(cfg: AppConfig, mirror: GalleryMirror, store: GalleryStore,
+                 threshold: float | GalleryThreshold) -> Matcher:
     """The open-set matcher over the configured search, scoring identities as `run.score` says."""
     return Matcher(make_search(cfg.gallery, mirror, store), threshold, score=cfg.run.score)
 
 
 @dataclass
 class LiveGallery:
-    """A gallery as a recognising program reads it: the store, its in-memory mirror (following Redis), the
-    open-set operating point chosen for its size (`far`: the per-comparison FAR as a label, `expected_fpir`: the
-    chance a stranger is given some name; see pipeline/gallery/threshold.py), and the matcher over the search."""
+    """A gallery as a recognising program reads it: the store, its in-memory mirror (following Redis), its
+    open-set operating point (re-chosen as the gallery grows or shrinks: pipeline/gallery/threshold.py), and the
+    matcher over the configured search."""
 
     client: object
     store: GalleryStore
     mirror: GalleryMirror
-    far: str | None
-    threshold: float
+    operating: GalleryThreshold
     matcher: Matcher
-    expected_fpir: float | None = None
+
+    @property
+    def point(self) -> OperatingPoint:
+        return self.operating.current()
+
+    @property
+    def threshold(self) -> float:
+        return self.point.threshold
+
+    @property
+    def far(self) -> str | None:
+        """The per-comparison FAR as a label ("1e-3", "3.1e-05")."""
+        return self.point.far_label
+
+    @property
+    def expected_fpir(self) -> float | None:
+        """The chance that a stranger's face is given some name, for the gallery as it is now."""
+        return self.point.expected_fpir
 
     def close(self) -> None:
         self.mirror.stop()
@@ -105,9 +122,9 @@ def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_ur
     store = open_gallery(client, gallery, embedder.fingerprint)
     mirror = GalleryMirror(store).start()
     try:
-        point = gallery_operating_point(cfg, embedder.card, template_counts(mirror.current()))
-        return LiveGallery(client, store, mirror, point.far_label, point.threshold,
-                           make_matcher(cfg, mirror, store, point.threshold), point.expected_fpir)
+        operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, embedder.card, counts))
+        operating.current()  # chosen (and logged) before the first frame: a bad card fails here, not mid-run
+        return LiveGallery(client, store, mirror, operating, make_matcher(cfg, mirror, store, operating))
     except BaseException:
         mirror.stop()
         raise

@@ -73,7 +73,7 @@ class Session:
         self.gallery = open_live_gallery(cfg, self.embedder, opts.gallery, opts.redis_url)
         self._closers.append(self.gallery.close)
         self.client, self.store, self.mirror = self.gallery.client, self.gallery.store, self.gallery.mirror
-        self.far, self.threshold, matcher = self.gallery.far, self.gallery.threshold, self.gallery.matcher
+        matcher = self.gallery.matcher
         self.bus = EventBus(self._sinks(), include_crops=opts.save_crops or cfg.events.include_crops)
         self._closers.append(self.bus.close)
         self.group = SourceGroup(frame_sources(cfg, opts.sources))
@@ -86,7 +86,7 @@ class Session:
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops, verifier=verifier(cfg),
-                                        threshold=self.threshold, weak_every=cfg.evidence.every,
+                                        weak_every=cfg.evidence.every,
                                         **track_stage_settings(cfg))
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
                              run.batch_wait_s, opts.max_frames, tracks=self.tracks)
@@ -153,7 +153,7 @@ class Session:
                 "scene_cuts": sum(tally.cuts.values()), "contested_frames": tally.contested,
                 "identities_seen": dict(tally.identities), "events": dict(self.bus.counts),
                 "gallery": {"name": self.store.gallery, "identities": len(self.mirror.current()),
-                            "threshold": round(self.threshold, 4), "far": self.far,
+                            "threshold": round(self.gallery.threshold, 4), "far": self.gallery.far,
                             "expected_fpir": self.gallery.expected_fpir},
                 "outputs": {"events": str(self.opts.events) if self.opts.events else None,
                             "tracks": str(self.opts.tracks) if self.opts.tracks else None,

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.core.errors import GalleryError
 from pipeline.gallery.search import Hits, Labels, Search, check_queries, decode_rows
 from pipeline.gallery.snapshot import Snapshot
+from pipeline.gallery.threshold import GalleryThreshold
 
 Score = Literal["max", "mean_top2"]
 # Lowest cosine similarity: what an empty gallery scores, so every face there is unknown.
@@ -35,6 +36,7 @@ class Match:
     runner_up: str | None
     runner_up_similarity: float | None
     margin: float | None  # similarity - runner_up_similarity
+    threshold: float | None = None  # the threshold this match was decided at (it follows the gallery's size)
 
 
 class Matcher:
@@ -44,7 +46,7 @@ class Matcher:
     it at every call, so identities enrolled a moment ago are matched.
     """
 
-    def __init__(self, search: Search, threshold: float, score: Score = "max", k: int = 32):
+    def __init__(self, search: Search, threshold: float | GalleryThreshold, score: Score = "max", k: int = 32):
         if not isinstance(search, Search):
             raise GalleryError(f"the matcher needs a search backend (e.g. ExactSearch(mirror)), "
                                f"got {type(search).__name__}")
@@ -53,7 +55,8 @@ class Matcher:
         if k < 2:
             raise GalleryError(f"k must be at least 2 (best and runner-up), got {k}")
         self.search = search
-        self.threshold = float(threshold)
+        # A fixed cosine, or the gallery's operating point, read at every call (it moves as people are enrolled).
+        self.threshold = threshold if isinstance(threshold, GalleryThreshold) else float(threshold)
         self.score = score
         self.k = k
         self._rows_of: tuple[Snapshot, np.ndarray, np.ndarray] | None = None  # (snapshot, order, starts)
@@ -62,29 +65,33 @@ class Matcher:
         queries = check_queries(embeddings)
         if len(queries) == 0:
             return []
+        threshold = self.current_threshold()
         hits = self.search.search(queries, self.k)
-        results: list[Match | None] = [self._decide(hits, i, queries[i]) for i in range(len(queries))]
+        results: list[Match | None] = [self._decide(hits, i, queries[i], threshold) for i in range(len(queries))]
         k = self.k
         while any(r is None for r in results):
             k *= 4  # an identity outside the top k could still win: look further
             todo = [i for i, r in enumerate(results) if r is None]
             wide = self.search.search(queries[todo], k)
             for j, i in enumerate(todo):
-                results[i] = self._decide(wide, j, queries[i], final=not _full(wide, j))
+                results[i] = self._decide(wide, j, queries[i], threshold, final=not _full(wide, j))
         return results
 
-    def _decide(self, hits: Hits, i: int, query: np.ndarray, final: bool = False) -> Match | None:
+    def current_threshold(self) -> float:
+        return self.threshold.current().threshold if isinstance(self.threshold, GalleryThreshold) else self.threshold
+
+    def _decide(self, hits: Hits, i: int, query: np.ndarray, threshold: float, final: bool = False) -> Match | None:
         """The Match for query `i`, or None when the top k cannot tell (only when `hits` row is full)."""
         scores = self._identity_scores(hits, i, query)
         if not scores:
-            return Match(None, None, NO_SIMILARITY, None, None, None)
+            return Match(None, None, NO_SIMILARITY, None, None, None, threshold)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
         last = float(hits.similarities[i, -1])
         if not final and _full(hits, i) and (len(ranked) < 2 or ranked[0][1] < last):
             return None
         labels = hits.labels
         best, best_score = ranked[0]
-        known = best_score >= self.threshold
+        known = best_score >= threshold
         runner = ranked[1] if len(ranked) > 1 else None
         return Match(
             identity=labels.names[best] if known else None,
@@ -93,6 +100,7 @@ class Matcher:
             runner_up=labels.names[runner[0]] if runner else None,
             runner_up_similarity=runner[1] if runner else None,
             margin=best_score - runner[1] if runner else None,
+            threshold=threshold,
         )
 
     def _identity_scores(self, hits: Hits, i: int, query: np.ndarray) -> dict[int, float]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +180,30 @@ def _far_label(far: float) -> str:
     mantissa, exponent = f"{far:.1e}".split("e")
     mantissa = mantissa.removesuffix(".0")
     return f"{mantissa}e{int(exponent)}"
+
+
+class GalleryThreshold:
+    """The operating point of a gallery that changes while it is matched: chosen again from the mirror's
+    snapshot whenever people are enrolled or removed mid-run, so the stranger rate (FPIR) stays at its target
+    as the gallery grows instead of keeping the looser threshold a smaller gallery had at start.
+
+    `choose(templates_per_identity) -> OperatingPoint` is the run's rule (`operating_point` with its settings).
+    """
+
+    def __init__(self, source: Any, choose: Callable[[Sequence[int]], OperatingPoint]):
+        self.source, self.choose = source, choose
+        self._lock = threading.Lock()
+        self._snapshot: Any = None
+        self._point: OperatingPoint | None = None
+
+    def current(self) -> OperatingPoint:
+        snapshot = self.source.current()
+        with self._lock:
+            if snapshot is not self._snapshot or self._point is None:
+                point = self.choose(template_counts(snapshot))
+                if self._point is not None and point.threshold != self._point.threshold:
+                    log.info("gallery now %d identities: threshold %.4f -> %.4f (expected FPIR %s)", point.identities,
+                             self._point.threshold, point.threshold,
+                             "n/a" if point.expected_fpir is None else f"{point.expected_fpir:.3g}")
+                self._snapshot, self._point = snapshot, point
+            return self._point

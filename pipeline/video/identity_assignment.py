@@ -52,8 +52,11 @@ def assign_identities(claims: Sequence[dict[str, float]]) -> list[str | None]:
     return out
 
 
-def match_options(match: Match, threshold: float | None) -> dict[str, float]:
+def match_options(match: Match) -> dict[str, float]:
+    """The names a face can take: its best (when known), and its runner-up when that too reaches the threshold
+    the match was decided at."""
     options = {}
+    threshold = match.threshold
     if match.identity is not None:
         options[match.identity] = float(match.similarity)
     if (threshold is not None and match.runner_up is not None and match.runner_up_similarity is not None
@@ -69,14 +72,13 @@ def settled_match(match: Match, identity: str | None) -> Match:
     if identity is None:
         return replace(match, identity=None, identity_id=None)
     return Match(identity, None, float(match.runner_up_similarity), match.identity, float(match.similarity),
-                 float(match.runner_up_similarity) - float(match.similarity))
+                 float(match.runner_up_similarity) - float(match.similarity), match.threshold)
 
 
 class IdentityArbiter:
     """`settle(tracked, recognised)` -> (recognised with settled matches, [(loser track, Tracked)])."""
 
-    def __init__(self, threshold: float | None = None):
-        self.threshold = threshold  # the matcher's: a runner-up below it is no fallback
+    def __init__(self):
         self.contested = 0  # frames where a name was contested
 
     def settle(self, tracked: Sequence[Tracked],
@@ -94,7 +96,7 @@ class IdentityArbiter:
         embedded = {out[k].candidate.track.id for k in fresh}
         shown = [a.track for a in item.assignments
                  if a.track.id not in embedded and a.track.identity_confirmed and a.track.identity is not None]
-        claims = [match_options(out[k].match, self.threshold) for k in fresh]
+        claims = [match_options(out[k].match) for k in fresh]
         claims += [{t.identity: float(t.similarity if t.similarity is not None else 0.0)} for t in shown]
         primary = Counter(max(c, key=c.get) for c in claims if c)
         if not primary or primary.most_common(1)[0][1] < 2:

@@ -86,12 +86,12 @@ class RecogniseStage:
     def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
-                 verifier: Verifier | None = None, threshold: float | None = None, weak_every: int = 3):
+                 verifier: Verifier | None = None, weak_every: int = 3):
         self.metrics = metrics
         self.tracking = TrackStage(new_tracker, scene_cut)
         self.matching = MatchStage(judge, matcher, metrics, weak_every)
         self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier)
-        self.arbiter = IdentityArbiter(threshold)
+        self.arbiter = IdentityArbiter()
         self.labels = LabelStage()
 
     def process(self, batch: Detected) -> list[Annotated]:

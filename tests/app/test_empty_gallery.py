@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_runner import CLIP, PHOTOS
 
 from pipeline.app.config import load_app_config
-from pipeline.app.services import make_detector, make_embedder, make_matcher, open_gallery, set_threads
+from pipeline.app.services import (make_detector, make_embedder, make_matcher, open_gallery, open_live_gallery,
+                                   set_threads)
 from pipeline.core.images import read_image
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import NO_SIMILARITY, Match
@@ -65,7 +67,7 @@ def test_matcher_over_an_empty_gallery_matches_a_person_enrolled_while_it_runs(r
     threshold = threshold_from_card(embedder.card, "1e-3")
     with GalleryMirror(store, poll_ms=50) as mirror:
         matcher = make_matcher(cfg, mirror, store, threshold)
-        assert matcher.match(embedding) == [Match(None, None, NO_SIMILARITY, None, None, None)]
+        assert matcher.match(embedding) == [Match(None, None, NO_SIMILARITY, None, None, None, threshold)]
         # Another process enrols, as enroll.py would (a new gallery, created with the configured server index).
         writer = GalleryStore.open(redis_client, "enrolled-later", fingerprint=embedder.fingerprint,
                                    server_index_for_new=cfg.gallery.server_index)
@@ -74,3 +76,30 @@ def test_matcher_over_an_empty_gallery_matches_a_person_enrolled_while_it_runs(r
         while (match := matcher.match(embedding)[0]).identity is None and time.monotonic() < deadline:
             time.sleep(0.05)
     assert match.identity == "Lin-Manuel Miranda" and match.similarity == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_threshold_follows_a_gallery_that_grows_while_it_runs(redis_server, redis_client, lin_embedding):
+    """run.far auto: enrolling 1,000 more people mid-run tightens the threshold at once, so the stranger rate
+    (FPIR) stays at its target instead of the looser threshold the two-person gallery started with."""
+    embedding, embedder = lin_embedding
+    cfg = load_app_config(None, ["gallery.search=exact"])
+    writer = GalleryStore.open(redis_client, "growing", fingerprint=embedder.fingerprint)
+    writer.add("Lin-Manuel Miranda", embedding, ["lin"], embedder.fingerprint)
+    live = open_live_gallery(cfg, embedder, "growing", redis_server.url)
+    try:
+        small = live.point
+        assert small.identities == 1 and live.matcher.match(embedding)[0].threshold == small.threshold
+        rng = np.random.default_rng(0)
+        others = rng.normal(size=(1000, embedding.shape[1])).astype(np.float32)
+        others /= np.linalg.norm(others, axis=1, keepdims=True)
+        writer.add_many(((f"person {i}", others[i:i + 1], [f"p{i}"]) for i in range(1000)), embedder.fingerprint)
+        deadline = time.monotonic() + 10.0
+        while live.point.identities < 1001 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        large = live.point
+        match = live.matcher.match(embedding)[0]
+    finally:
+        live.close()
+    assert large.identities == 1001 and large.threshold > small.threshold
+    assert large.expected_fpir == pytest.approx(cfg.run.open_set_far, rel=0.05)
+    assert match.threshold == large.threshold and match.identity == "Lin-Manuel Miranda"

@@ -76,13 +76,13 @@ def test_open_set_threshold(threshold, known):
 
 def test_single_identity_has_no_runner_up():
     (match,) = Matcher(ExactSearch(snapshot_of({"alice": [at(0.9)]})), 0.5).match(QUERY)
-    assert match == Match("alice", "id-alice", pytest.approx(0.9, abs=1e-6), None, None, None)
+    assert match == Match("alice", "id-alice", pytest.approx(0.9, abs=1e-6), None, None, None, 0.5)
 
 
 def test_empty_gallery_makes_every_face_unknown():
     empty = Snapshot("0-0", None, "float32", [], [], np.zeros((0, DIM), np.float32), None, np.zeros(0, np.int32))
     matches = Matcher(ExactSearch(empty), 0.5).match(np.repeat(QUERY, 3, axis=0))
-    assert matches == [Match(None, None, NO_SIMILARITY, None, None, None)] * 3
+    assert matches == [Match(None, None, NO_SIMILARITY, None, None, None, 0.5)] * 3
 
 
 def test_no_faces_no_matches():

@@ -12,6 +12,7 @@ from pipeline.gallery import Snapshot
 from pipeline.gallery.threshold import (
     effective_comparisons,
     far_at_threshold,
+    GalleryThreshold,
     far_for_fpir,
     fpir_of,
     operating_point,
@@ -130,3 +131,36 @@ def test_shipped_card_reaches_fpir_one_percent_for_a_thousand_people():
     point = operating_point(model, "auto", 0.01, [1] * 1000)
     assert point.rule == "fpir" and point.expected_fpir == pytest.approx(0.01)
     assert model.thresholds["2e-5"] <= point.threshold <= model.thresholds["1e-5"]  # FAR 1.005e-5
+
+
+class Snapshots:
+    """A mirror stand-in whose snapshot the test replaces, as the change stream would."""
+
+    def __init__(self, counts):
+        self.set(counts)
+
+    def set(self, counts):
+        owner = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+        names = [f"p{i}" for i in range(len(counts))]
+        self.snapshot = Snapshot("1-0", "fp", "float32", names, names, np.zeros((len(owner), 4), np.float32),
+                                 None, owner)
+
+    def current(self):
+        return self.snapshot
+
+
+def test_gallery_threshold_is_chosen_again_only_when_the_gallery_changes():
+    model, calls = card(), []
+    source = Snapshots([1, 1])
+
+    def choose(counts):
+        calls.append(list(counts))
+        return operating_point(model, "auto", 0.01, counts)
+
+    operating = GalleryThreshold(source, choose)
+    small = operating.current()
+    assert operating.current() is small and calls == [[1, 1]]  # same snapshot: nothing recomputed
+    source.set([1] * 1000)
+    large = operating.current()
+    assert calls == [[1, 1], [1] * 1000] and large.threshold > small.threshold
+    assert large.expected_fpir == pytest.approx(0.01)

@@ -49,31 +49,34 @@ def test_assignment_matches_the_brute_force_oracle(seed):
 
 
 def test_the_weaker_claim_falls_back_to_its_runner_up_or_unknown():
-    strong, weak = Match("ann", "a", 0.95, "bob", 0.90, 0.05), Match("ann", "a", 0.91, "bob", 0.80, 0.11)
-    threshold = 0.85
-    assert match_options(weak, threshold) == {"ann": 0.91}  # bob 0.80 is below the threshold: no fallback
-    alone = Match("ann", "a", 0.95, "bob", 0.70, 0.25)
-    assert assign_identities([match_options(alone, threshold), match_options(weak, threshold)]) == ["ann", None]
+    threshold = 0.85  # each match carries the threshold it was decided at
+    strong = Match("ann", "a", 0.95, "bob", 0.90, 0.05, threshold)
+    weak = Match("ann", "a", 0.91, "bob", 0.80, 0.11, threshold)
+    assert match_options(weak) == {"ann": 0.91}  # bob 0.80 is below the threshold: no fallback
+    alone = Match("ann", "a", 0.95, "bob", 0.70, 0.25, threshold)
+    assert assign_identities([match_options(alone), match_options(weak)]) == ["ann", None]
     # The strong face is confidently bob too: both get named (more names first, then more similarity).
-    assert assign_identities([match_options(strong, threshold), match_options(weak, threshold)]) == ["bob", "ann"]
+    assert assign_identities([match_options(strong), match_options(weak)]) == ["bob", "ann"]
     assert settled_match(weak, None).identity is None
-    runner = Match("ann", "a", 0.93, "bob", 0.88, 0.05)
-    assert assign_identities([match_options(strong, threshold), match_options(runner, threshold)]) == ["ann", "bob"]
+    runner = Match("ann", "a", 0.93, "bob", 0.88, 0.05, threshold)
+    assert assign_identities([match_options(strong), match_options(runner)]) == ["ann", "bob"]
     promoted = settled_match(runner, "bob")
     assert (promoted.identity, promoted.similarity, promoted.runner_up) == ("bob", 0.88, "ann")
+    unknown = Match("ann", "a", 0.95, "bob", 0.90, 0.05)  # no threshold known: the runner-up is no fallback
+    assert match_options(unknown) == {"ann": 0.95}
 
 
 class SameNameMatcher:
     """Both people look like ann to this matcher: person 95 at 0.95, person 96 at 0.90."""
 
     def match(self, embeddings):
-        return [Match("ann", None, 0.95 if e.argmax() == 0 else 0.90, None, None, None) for e in embeddings]
+        return [Match("ann", None, 0.95 if e.argmax() == 0 else 0.90, None, None, None, 0.85) for e in embeddings]
 
 
 def test_two_faces_of_a_frame_never_show_the_same_name():
     bus = Bus()
     stage = RecogniseStage(PersonJudge(), SameNameMatcher(), bus, StageMetrics(),
-                           lambda camera: IouTracker(confirm_hits=1, camera=camera), threshold=0.85)
+                           lambda camera: IouTracker(confirm_hits=1, camera=camera))
     two = Faces(np.array([[10, 20, 70, 80], [300, 20, 360, 80]], np.float32), np.zeros((2, 5, 2), np.float32),
                 np.array([0.96, 0.95], np.float32))  # person 96 first: the weaker claim is the first face
     for i in range(8):
