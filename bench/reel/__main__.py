@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.machine import describe_machine
 from bench.reel.build import ensure_reel
-from bench.reel.facestream import run_facestream
+from bench.reel.facestream import as_enrolled, run_facestream
 from bench.reel.score import read_events, read_tracks, score
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,9 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def facestream_side(folder: Path, truth: dict, work: Path, overrides: list[str]) -> dict:
     extra = [arg for o in overrides for arg in ("--set", o)]
     ran = run_facestream(folder / "reel.mp4", truth, LFW, work, extra)
+    truth = as_enrolled(truth, set(ran["in_gallery"]))  # a refused enrolment photo makes its person a stranger
     scores = score(truth, read_tracks(ran["tracks"], truth["frames"]), read_events(ran["events"]))
     summary = ran["run"]
     scores.update({"enrolled": ran["enrolled"], "enrol_rejected": ran["enrol_rejected"],
+                   "scored_as_strangers": sorted({r["person"] for r in ran["enrol_rejected"]}),
                    "fps": summary.get("fps"), "frames_dropped": summary.get("frames_dropped"),
                    "tracks": summary.get("tracks"), "faces_embedded": summary.get("faces_embedded"),
                    "threshold": summary.get("gallery", {}).get("threshold"),

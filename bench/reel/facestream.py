@@ -51,7 +51,8 @@ def run_facestream(video: Path, truth: dict, lfw: Path, work: Path, extra: list[
     report = json.loads(enrol.stdout.strip().splitlines()[-1])
     rejected = [{"person": Path(o["path"]).parent.name, "reason": o["reason"], "detail": o["detail"]}
                 for o in report["outcomes"] if not o["accepted"]]
-    return {"enrolled": len(report["identities"]), "enrol_rejected": rejected,
+    return {"enrolled": len(report["identities"]), "in_gallery": sorted(i["name"] for i in report["identities"]),
+            "enrol_rejected": rejected,
             "run": json.loads(summary.read_text(encoding="utf-8")), "tracks": paths["tracks"],
             "events": paths["events"], "enrol_s": round(enrol_s, 1), "run_s": round(run_s, 1)}
 
@@ -61,3 +62,14 @@ def _call(args: list[str]) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise RuntimeError(f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
     return result
+
+
+def as_enrolled(truth: dict, in_gallery: set[str]) -> dict:
+    """The truth as the gallery actually holds it: a person whose enrolment photo enroll.py refused (it says why)
+    is not in the gallery, so for scoring they are a stranger, whom no box may name."""
+    def mark(record: dict) -> dict:
+        return {**record, "enrolled": record["enrolled"] and record["name"] in in_gallery}
+
+    return {**truth, "people": [mark(p) for p in truth["people"]],
+            "shots": [{**s, "actors": [mark(a) for a in s["actors"]]} for s in truth["shots"]],
+            "boxes": [[mark(b) for b in frame] for frame in truth["boxes"]]}

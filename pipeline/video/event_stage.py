@@ -4,6 +4,10 @@ the voter decides.
 Each match is a vote for its track (`IdentityVoter`); a confirmation is applied to the track through its
 tracker (`TrackStage.confirm_identity`) before the event is made, so the event and the box label name the
 same identity. Only tracks the tracker confirmed are announced: a tentative one may be a one-frame flicker.
+
+A track in doubt (its appearance gate fired) is checked with `doubt=True` (`Verifier`): it is split, or its
+doubt cleared (`TrackStage.resolve_doubt`), or, on a face that cannot settle it, left in doubt with its name
+hidden. A split of a doubted track says so in its track_ended event (`"appearance_jump": true`).
 """
 
 from __future__ import annotations
@@ -68,9 +72,12 @@ class EventStage:
     def _vote(self, item: Recognised) -> None:
         frame, match, candidate = item.candidate.frame, item.match, item.candidate
         track = self.tracking.current(candidate.track)
-        reason = self.verifier.disagreement(track, item.embedding, match, candidate.strong)
+        doubt = track.in_doubt
+        reason = self.verifier.disagreement(track, item.embedding, match, candidate.strong, doubt)
         if reason is not None:
             track = self.split(track, frame, reason)
+        elif doubt and self.verifier.clears_doubt(track, match, candidate.strong):
+            self.tracking.resolve_doubt(track)
         self.tracking.observe(track, item.embedding, candidate.weight)
         self.tracking.show_similarity(track, match.similarity)
         confirmation = self.voter.vote(track.camera, track.id, match, frame.index, weight=candidate.weight,
@@ -89,7 +96,10 @@ class EventStage:
         """The face is someone else: the old appearance ends here, a new track starts from the face."""
         new = self.tracking.split(track, frame.index)
         self.splits += 1
-        self._ended(track, frame.index, frame.timestamp, SPLIT, {"split_reason": reason, "split_into": new.id})
+        more = {"split_reason": reason, "split_into": new.id}
+        if track.in_doubt:
+            more["appearance_jump"] = True
+        self._ended(track, frame.index, frame.timestamp, SPLIT, more)
         self.tracks[new.camera] += 1
         self.bus.emit(Event.for_track(TRACK_STARTED, new, frame.index, frame.timestamp, {"split_from": track.id}))
         return new

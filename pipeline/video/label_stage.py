@@ -3,7 +3,8 @@
 Labels are text and tuples, so the tracker's mutable tracks never cross a thread boundary. Made last in a
 batch, after the votes, so a box names the identity confirmed on that very frame. `ShownFace` is the same
 box as plain values (track id, shown identity, landmarks on detected frames) for the `--tracks` log
-(`pipeline.video.track_log`).
+(`pipeline.video.track_log`). A track in doubt (the appearance gate saw its face change, not yet re-verified)
+is drawn without its name or similarity: "#7 cam0-t7 ?".
 """
 
 from __future__ import annotations
@@ -49,14 +50,21 @@ class LabelStage:
 
 
 def shown_identity(track: Track) -> str | None:
-    return track.identity if track.identity_confirmed and track.identity else None
+    """The name on the box: the confirmed known identity, unless the track is in doubt."""
+    return track.identity if track.identity_confirmed and track.identity and not track.in_doubt else None
+
+
+def shown_similarity(track: Track) -> float | None:
+    return None if track.similarity is None or track.in_doubt else float(track.similarity)
 
 
 def box_label(track: Track, predicted: bool) -> BoxLabel:
-    identity = shown_identity(track)
+    identity, similarity = shown_identity(track), shown_similarity(track)
     text = f"#{track.id} {identity or track.anon_id}"
-    if track.similarity is not None:
-        text += f" {track.similarity:.2f}"
+    if track.in_doubt:
+        text += " ?"
+    elif similarity is not None:
+        text += f" {similarity:.2f}"
     return BoxLabel(tuple(float(v) for v in track.box), text, known=identity is not None, predicted=predicted)
 
 
@@ -64,6 +72,7 @@ def shown_face(track: Track, predicted: bool, tracked: Tracked, row: int | None)
     landmarks = None
     if not predicted and row is not None and tracked.faces is not None:
         landmarks = tuple((round(float(x), 1), round(float(y), 1)) for x, y in tracked.faces.landmarks[row])
-    similarity = None if track.similarity is None else round(float(track.similarity), 4)
+    similarity = shown_similarity(track)
+    similarity = None if similarity is None else round(similarity, 4)
     return ShownFace(tuple(round(float(v), 1) for v in track.box), landmarks, track.id, shown_identity(track),
                      similarity, track.anon_id, predicted)

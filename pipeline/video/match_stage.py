@@ -4,8 +4,10 @@ Faces that fail the strict quality gates but pass the judge's evidence minimums 
 evidence with a weight from their quality (`EvidenceGates`): they vote, but never confirm a name alone. Faces
 below the minimums are not embedded at all: on crowd video the small background faces are most of the faces.
 A track's weak faces are embedded at most every `weak_every`-th detection of it (strict faces every time they
-are wanted): weak evidence rarely decides alone, and it is most of what the evidence minimums let through. The faces that pass, of every camera in the
-batch, are embedded in one batch and matched against the gallery in one call.
+are wanted): weak evidence rarely decides alone, and it is most of what the evidence minimums let through. A
+track in doubt (its appearance gate fired) is the exception: its first usable face is embedded, weak or not.
+The faces that pass, of every camera in the batch, are embedded in one batch and matched against the gallery
+in one call.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class MatchStage:
                     continue
                 judged = self.judge.judge(item.frame.image, item.faces, a.face_index)
                 if judged.usable and not judged.ok:
-                    if wait > 0:
+                    if wait > 0 and not a.track.in_doubt:  # a doubt is settled by the first usable face
                         self.rejected[WEAK_NOT_DUE] += 1
                         continue
                     self._weak_due[key] = self.weak_every - 1

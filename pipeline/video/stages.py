@@ -78,6 +78,7 @@ class Tally:
     splits: int = 0  # tracks split because a re-verified face was someone else
     cuts: Counter = field(default_factory=Counter)  # hard scene cuts per camera
     contested: int = 0  # frames where two faces claimed one name
+    appearance_jumps: int = 0  # tracks put in doubt by their appearance gate
 
 
 class RecogniseStage:
@@ -122,4 +123,5 @@ class RecogniseStage:
                      embedded=matching.embedded, rejected=matching.rejected, tracks=events.tracks,
                      identities=events.identities, max_faces_per_frame=tracking.max_faces_per_frame,
                      weak=matching.weak, verified=matching.verified, splits=events.splits, cuts=tracking.cuts,
-                     contested=self.arbiter.contested)
+                     contested=self.arbiter.contested,
+                     appearance_jumps=sum(t.appearance_jumps for t in tracking.trackers.values()))

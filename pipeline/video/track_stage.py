@@ -5,10 +5,12 @@ the tracks to their predicted boxes (`IouTracker.predict`). Each frame comes out
 parts need (which faces the tracker wants embedded, which tracks ended, which boxes to draw).
 
 A hard scene cut (`SceneCutDetector`, tested on every frame) ends every track of that camera before the
-frame is tracked: after a cut the boxes hold other people, and the faces there are recognised afresh.
+frame is tracked: after a cut the boxes hold other people, and the faces there are recognised afresh. A cut
+that changes only the faces (same background) is left to each track's appearance gate: the tracker is given
+every frame and puts a track whose box changed in doubt (`pipeline.video.appearance_gate`).
 
 The tracks stay the tracker's: the later parts read them and hand their decisions back through
-`confirm_identity` and `show_similarity`.
+`confirm_identity`, `show_similarity`, `observe`, `resolve_doubt` and `split`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class TrackStage:
     def observe(self, track: Track, embedding, weight: float = 1.0) -> None:
         self.trackers[track.camera].observe(track, embedding, weight)
 
+    def resolve_doubt(self, track: Track) -> None:
+        self.trackers[track.camera].resolve_doubt(track)
+
     def split(self, track: Track, frame_index: int) -> Track:
         """End `track` and go on with a new one from its box (`IouTracker.split`); this batch's `Tracked`
         records show the new track once `refresh` has run."""
@@ -128,11 +133,11 @@ class TrackStage:
         cut_ended = tuple(tracker.end_all()) if cut else ()
         if faces is None:
             # Tentative tracks are not drawn: most are one-detection flickers (a hand, a poster).
-            shown = tuple((t, True) for t in tracker.predict(frame.index) if t.state != "tentative")
+            shown = tuple((t, True) for t in tracker.predict(frame.index, frame.image) if t.state != "tentative")
             return Tracked(frame, None, (), cut_ended, shown, cut)
         self.detected_frames[frame.camera] += 1
         self.faces += len(faces)
         self.max_faces_per_frame[frame.camera] = max(self.max_faces_per_frame[frame.camera], len(faces))
-        assignments, ended = tracker.update(faces, frame.index, default_quality(faces))
+        assignments, ended = tracker.update(faces, frame.index, default_quality(faces), frame.image)
         shown = tuple((a.track, False) for a in assignments if a.track.state != "tentative")
         return Tracked(frame, faces, tuple(assignments), cut_ended + tuple(ended), shown, cut)

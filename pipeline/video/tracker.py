@@ -22,8 +22,15 @@ predicted box overlaps it (two people crossing). When the re-verified face disag
 on from this face, recognised afresh. Each track keeps its appearance (`observe`: the quality-weighted mean
 of its embeddings) for that check.
 
+The appearance gate (`pipeline.video.appearance_gate`, when `update`/`predict` are given the frame) compares
+every live track's box with the same place in the previous frame, detected frame or not. A change above
+`appearance_jump` puts the track `in_doubt`: another face may be under the box (a cut that kept the
+background). Its name is not shown while in doubt, and its next detection is re-verified at once (on a
+detected frame, that very detection); the stage ends the doubt (`resolve_doubt`) when the face agrees, or
+splits the track.
+
 Only the tracker writes into a `Track`: the stages read tracks and hand decisions back through
-`confirm_identity` and `show_similarity`. Settings are plain values, validated where config is read
+`confirm_identity`, `show_similarity`, `observe`, `resolve_doubt` and `split`. Settings are plain values, validated where config is read
 (`pipeline.app.config.TrackerConfig`, whose defaults these equal).
 """
 
@@ -35,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.core.faces import Faces
+from pipeline.video.appearance_gate import DEFAULT_APPEARANCE_JUMP, appearance_change
 
 TrackState = Literal["tentative", "confirmed", "lost"]
 # Face side (px) at which the default quality saturates: templates of 60+ px faces are within cosine 0.95 of
@@ -66,6 +74,8 @@ class Track:
     appearance: np.ndarray | None = None  # unit mean of the embeddings seen (`observe`), quality-weighted
     appearance_weight: float = 0.0
     split_from: int | None = None  # the track this one was split from (`IouTracker.split`)
+    in_doubt: bool = False  # the face under the box changed (appearance gate): name hidden until re-verified
+    appearance_change: float = 0.0  # the gate's latest measure (1 - correlation with the previous frame)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,8 @@ class IouTracker:
 
     def __init__(self, iou_threshold: float = 0.3, confirm_hits: int = 3, max_misses: int = 15,
                  reembed_quality_gain: float = 0.15, reembed_every: int = 0, reverify_every: int = 4,
-                 jump_fraction: float = 0.5, scale_jump: float = 1.5, *, camera: str = "cam"):
+                 jump_fraction: float = 0.5, scale_jump: float = 1.5,
+                 appearance_jump: float = DEFAULT_APPEARANCE_JUMP, *, camera: str = "cam"):
         self.iou_threshold = float(iou_threshold)
         self.confirm_hits = int(confirm_hits)
         self.max_misses = int(max_misses)
@@ -137,21 +148,25 @@ class IouTracker:
         self.reverify_every = int(reverify_every)
         self.jump_fraction = float(jump_fraction)
         self.scale_jump = float(scale_jump)
+        self.appearance_jump = float(appearance_jump)  # 0: no appearance gate
         self.camera = camera
+        self.appearance_jumps = 0  # times a track was put in doubt
         self._tracks: dict[int, Track] = {}  # live tracks by id, in creation order
         self._motion: dict[int, _Motion] = {}
         self._next_id = 1
         self._last_frame: int | None = None
+        self._previous_image: np.ndarray | None = None  # the last frame given to `update`/`predict`
 
     @property
     def tracks(self) -> list[Track]:
         """Every live track (tentative, confirmed, lost), oldest first."""
         return list(self._tracks.values())
 
-    def update(self, faces: Faces, frame_index: int,
-               quality: np.ndarray | None = None) -> tuple[list[TrackAssignment], list[Track]]:
+    def update(self, faces: Faces, frame_index: int, quality: np.ndarray | None = None,
+               image: np.ndarray | None = None) -> tuple[list[TrackAssignment], list[Track]]:
         """Assign this frame's faces to tracks: one assignment per face (in face order), and the tracks that
-        ended this frame (missed for more than `max_misses` frames, or tentative and missed)."""
+        ended this frame (missed for more than `max_misses` frames, or tentative and missed). `image`: the
+        frame (BGR), for the appearance gate; None: no gate on this frame."""
         self._check_frame(frame_index)
         quality = self._quality(faces, quality)
         live = list(self._tracks.values())
@@ -161,7 +176,8 @@ class IouTracker:
         assignments: dict[int, TrackAssignment] = {}
         for row, col in pairs:
             track = live[row]
-            doubt = row in crowded or self._jumped(predicted[row], faces.xyxy[col])
+            self._gate(track, faces.xyxy[col], image)
+            doubt = track.in_doubt or row in crowded or self._jumped(predicted[row], faces.xyxy[col])
             needs, verify = self._hit(track, faces.xyxy[col], frame_index, float(quality[col]), doubt)
             assignments[col] = TrackAssignment(col, track, False, needs, verify)
         for col in range(len(faces)):
@@ -172,16 +188,20 @@ class IouTracker:
         ended = [t for row, t in enumerate(live) if row not in matched and self._miss(t, frame_index)]
         for track in ended:
             self._remove(track)
+        self._previous_image = image
         return [assignments[col] for col in range(len(faces))], ended
 
-    def predict(self, frame_index: int) -> list[Track]:
+    def predict(self, frame_index: int, image: np.ndarray | None = None) -> list[Track]:
         """Tracks seen at their last detection (tentative, confirmed), boxes moved to `frame_index`.
 
-        For frames the runner does not run the detector on; nothing is aged or ended here.
+        For frames the runner does not run the detector on; nothing is aged or ended here, but the
+        appearance gate (given `image`, the frame) may put a track in doubt.
         """
         active = [t for t in self._tracks.values() if t.state != "lost"]
         for track in active:
             track.box = self._predicted(track.id, frame_index).astype(np.float32)
+            self._gate(track, track.box, image)
+        self._previous_image = image
         return active
 
     def confirm_identity(self, track: Track, identity: str | None, similarity: float) -> None:
@@ -210,6 +230,10 @@ class IouTracker:
         self._motion[new.id].velocity = motion.velocity.copy()
         return new
 
+    def resolve_doubt(self, track: Track) -> None:
+        """A face embedded since the appearance gate fired agrees with `track`: its name is shown again."""
+        track.in_doubt = False
+
     def show_similarity(self, track: Track, similarity: float) -> None:
         """The latest match's similarity, shown on the box until a confirmation fixes it."""
         if not track.identity_confirmed:
@@ -236,6 +260,17 @@ class IouTracker:
         if quality.shape != (len(faces),):
             raise ValueError(f"quality must have shape ({len(faces)},), got {quality.shape}")
         return quality
+
+    def _gate(self, track: Track, box: np.ndarray, image: np.ndarray | None) -> None:
+        """The appearance gate at `box` in this frame: a jump puts the track in doubt (only a re-verified face
+        takes it out: `resolve_doubt`, or a split). Not for tentative tracks: unnamed, embedded at every
+        detection anyway, and mostly flickers whose boxes hold no face."""
+        if image is None or self.appearance_jump <= 0 or track.state == "tentative":
+            return
+        track.appearance_change = appearance_change(self._previous_image, image, box)
+        if track.appearance_change > self.appearance_jump and not track.in_doubt:
+            track.in_doubt = True
+            self.appearance_jumps += 1
 
     def _predicted_boxes(self, live: list[Track], frame_index: int) -> np.ndarray:
         if not live:

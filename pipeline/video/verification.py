@@ -23,6 +23,15 @@ of a real track; the card puts impostors at 0.82 (FAR 1e-2), so it catches only 
 what a cut missed or a swap gives. `identity_drop` 0.12: Lin-Manuel Miranda's track confirms at 0.88, so
 its strict faces split below 0.76, under every impostor threshold of the card (0.82 at FAR 1e-2).
 Weak faces (profiles, small, blurred) spread far wider and only take part in the first test.
+
+A track in doubt (`doubt=True`: its appearance gate saw the face under the box change, a cut that kept the
+background) is held to more: `OTHER_IDENTITY` splits a confirmed-unknown track too (a stranger's box now
+showing an enrolled face), and a track not yet decided is split on `APPEARANCE_DROP` (its votes so far are
+about someone else). The stage takes a doubted track's name off the box until a face clears it: a strong face
+that passes every test, or a weak one whose match names the track's own identity (nobody, for an unknown
+track). A weak face naming nobody cannot clear a known name, and a face too poor to embed decides nothing:
+the name stays hidden (never shown on evidence that cannot tell two people apart) until such a face comes,
+or the track is split.
 """
 
 from __future__ import annotations
@@ -56,18 +65,26 @@ class Verifier:
         self.min_appearance = float(min_appearance)
         self.identity_drop = float(identity_drop)
 
-    def disagreement(self, track: Track, embedding: np.ndarray, match: Match, strong: bool) -> str | None:
+    def disagreement(self, track: Track, embedding: np.ndarray, match: Match, strong: bool,
+                     doubt: bool = False) -> str | None:
         if not track.identity_confirmed:
-            return None
+            return APPEARANCE_DROP if doubt and strong and self._appearance_dropped(track, embedding) else None
         known = track.identity
-        if known is not None and match.identity is not None and match.identity != known:
+        if match.identity is not None and match.identity != known and (known is not None or doubt):
             return OTHER_IDENTITY
         if not strong:
             return None
         if (known is not None and track.similarity is not None
                 and similarity_bound(match, known) < track.similarity - self.identity_drop):
             return IDENTITY_DROP
-        if (track.appearance is not None
-                and float(np.dot(np.asarray(embedding, np.float64).reshape(-1), track.appearance)) < self.min_appearance):
+        if self._appearance_dropped(track, embedding):
             return APPEARANCE_DROP
         return None
+
+    def clears_doubt(self, track: Track, match: Match, strong: bool) -> bool:
+        """Whether a face that showed no disagreement takes a doubted track out of doubt."""
+        return strong or match.identity == track.identity
+
+    def _appearance_dropped(self, track: Track, embedding: np.ndarray) -> bool:
+        return (track.appearance is not None and float(
+            np.dot(np.asarray(embedding, np.float64).reshape(-1), track.appearance)) < self.min_appearance)

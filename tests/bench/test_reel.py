@@ -239,3 +239,15 @@ def test_the_video_has_the_truth_frames_and_the_detector_agrees_with_the_boxes(t
             assert max(iou(box, f) for f in found) >= 0.7
             checked += 1
     assert checked >= 4
+
+
+def test_a_person_whose_enrolment_was_refused_is_scored_as_a_stranger():
+    from bench.reel.facestream import as_enrolled
+
+    truth = {"people": [{"name": "ann", "enrolled": True}, {"name": "bob", "enrolled": True}],
+             "shots": [{"actors": [{"appearance": "s0a0", "name": "bob", "enrolled": True}]}],
+             "boxes": [[{"appearance": "s0a0", "name": "bob", "enrolled": True, "box": [0, 0, 1, 1]}]], "frames": 1}
+    held = as_enrolled(truth, {"ann"})
+    assert [p["enrolled"] for p in held["people"]] == [True, False]
+    assert not held["shots"][0]["actors"][0]["enrolled"] and not held["boxes"][0][0]["enrolled"]
+    assert truth["people"][1]["enrolled"]  # the truth itself is left as it was

@@ -127,6 +127,32 @@ def test_verifier_reasons(track, embedding, match, strong, reason):
     assert Verifier().disagreement(track, np.array(embedding, np.float64), match, strong) == reason
 
 
+def undecided(appearance=(1.0, 0.0, 0.0)) -> Track:
+    return Track(1, "cam", np.zeros(4, np.float32), state="confirmed", appearance=np.array(appearance, np.float32),
+                 appearance_weight=2.0)
+
+
+NOBODY, ANN = Match(None, None, 0.4, None, None, None), Match("ann", None, 0.9, None, None, None)
+
+
+@pytest.mark.parametrize("track, embedding, match, strong, reason, clears", [
+    (decided(None, 0.4), [1, 0, 0], ANN, True, OTHER_IDENTITY, None),  # a stranger's box shows ann: split
+    (decided(None, 0.4), [1, 0, 0], ANN, False, OTHER_IDENTITY, None),
+    (decided(None, 0.4), [1, 0, 0], NOBODY, False, None, True),  # weak, naming nobody: still nobody
+    (decided("ann", 0.9), [1, 0, 0], ANN, True, None, True),
+    (decided("ann", 0.9), [1, 0, 0], ANN, False, None, True),  # weak, naming ann
+    (decided("ann", 0.9), [1, 0, 0], NOBODY, False, None, False),  # weak, naming nobody: cannot tell
+    (undecided(), [0, 1, 0], NOBODY, True, APPEARANCE_DROP, None),  # votes so far were someone else's
+    (undecided(), [0, 1, 0], NOBODY, False, None, True),
+    (undecided(), [1, 0, 0], NOBODY, True, None, True),
+])
+def test_a_doubted_track_is_held_to_more(track, embedding, match, strong, reason, clears):
+    verifier = Verifier()
+    assert verifier.disagreement(track, np.array(embedding, np.float64), match, strong, doubt=True) == reason
+    if reason is None:
+        assert verifier.clears_doubt(track, match, strong) is clears
+
+
 def box(x, y=50.0, side=60.0):
     return [x, y, x + side, y + side]
 
