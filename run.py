@@ -202,7 +202,9 @@ def print_summary(s: dict) -> None:
                  + (", ".join(f"{k} {v}" for k, v in s["faces_not_embedded"].items()) or "none"))
     seen = ", ".join(f"{k} ({v})" for k, v in s["identities_seen"].items()) or "no enrolled person confirmed"
     lines.append(f"identities  {seen}  [gallery {s['gallery']['name']!r}: {s['gallery']['identities']} people, "
-                 f"threshold {s['gallery']['threshold']} at FAR {s['gallery']['far']}]")
+                 f"threshold {s['gallery']['threshold']} at FAR {s['gallery']['far']}"
+                 + (f", expected FPIR {s['gallery']['expected_fpir']:.2%}" if s['gallery'].get('expected_fpir') is not None
+                    else "") + "]")
     lines.append("events      " + (", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"))
     for camera, path in s["outputs"]["videos"].items():
         lines.append(f"video       {path}")
