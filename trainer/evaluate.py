@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.core.errors import EngineError
 from pipeline.core.images import read_image
 from pipeline.core.protocols import Detector
+from trainer.embedding_cache import unit_embeddings
 from trainer.metrics import (
     NAMED_FARS,
     far_key,
@@ -122,18 +122,7 @@ def _embed_images(images: list[Path], cropper: FaceCropper, embed_fn: EmbedFn, b
             no_detection += sum(o.status != "detected" for o in outcomes)
             pending.extend(o.crop for o in outcomes)
             if len(pending) >= batch_size or start + detect_batch_size >= len(images):
-                chunks.append(_embed(embed_fn, np.stack(pending)))
+                chunks.append(unit_embeddings(embed_fn, np.stack(pending)))
                 pending = []
             bar.update(len(batch))
     return np.concatenate(chunks), no_detection
-
-
-def _embed(embed_fn: EmbedFn, crops: np.ndarray) -> np.ndarray:
-    out = np.asarray(embed_fn(crops), dtype=np.float32)
-    if out.ndim != 2 or out.shape[0] != crops.shape[0]:
-        raise EngineError(f"embed_fn must return ({crops.shape[0]}, D) embeddings for {crops.shape[0]} crops, "
-                          f"got shape {out.shape}")
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    if not np.all(np.isfinite(out)) or np.any(norms == 0):
-        raise EngineError("embed_fn returned non-finite or all-zero embeddings")
-    return out / norms

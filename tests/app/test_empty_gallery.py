@@ -14,8 +14,14 @@ import pytest
 from test_runner import CLIP, PHOTOS
 
 from pipeline.app.config import load_app_config
-from pipeline.app.services import (make_detector, make_embedder, make_matcher, open_gallery, open_live_gallery,
-                                   set_threads)
+from pipeline.app.services import (
+    make_detector,
+    make_embedder,
+    make_matcher,
+    open_gallery,
+    open_live_gallery,
+    set_threads,
+)
 from pipeline.core.images import read_image
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import NO_SIMILARITY, Match

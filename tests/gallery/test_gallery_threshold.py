@@ -10,9 +10,9 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.model_card import ModelCard, load_card
 from pipeline.gallery import Snapshot
 from pipeline.gallery.threshold import (
+    GalleryThreshold,
     effective_comparisons,
     far_at_threshold,
-    GalleryThreshold,
     far_for_fpir,
     fpir_of,
     operating_point,

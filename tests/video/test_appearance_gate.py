@@ -8,6 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from video_fakes import RecordingBus
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
@@ -166,23 +167,13 @@ class AxisMatcher:
                 for e in embeddings]
 
 
-class Bus:
-    include_crops = False
-
-    def __init__(self):
-        self.events = []
-
-    def emit(self, event):
-        self.events.append(event)
-
-
 def who(score: int) -> Faces:
     return Faces(np.array([BOX], np.float32), np.zeros((1, 5, 2), np.float32), np.array([score / 100], np.float32))
 
 
-def run(script: list[tuple[np.ndarray, int | None]]) -> tuple[list, Bus]:
+def run(script: list[tuple[np.ndarray, int | None]]) -> tuple[list, RecordingBus]:
     """(frame image, who is detected or None for a skipped frame) per frame -> each frame's shown boxes."""
-    bus = Bus()
+    bus = RecordingBus()
     stage = RecogniseStage(PersonJudge(), AxisMatcher(), bus, StageMetrics(),
                            lambda camera: IouTracker(confirm_hits=1, reverify_every=0, camera=camera))
     shown = []

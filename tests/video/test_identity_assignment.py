@@ -7,7 +7,8 @@ import itertools
 
 import numpy as np
 import pytest
-from test_verification import IMAGE, Bus, PersonJudge
+from test_verification import IMAGE, PersonJudge
+from video_fakes import RecordingBus
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
@@ -74,7 +75,7 @@ class SameNameMatcher:
 
 
 def test_two_faces_of_a_frame_never_show_the_same_name():
-    bus = Bus()
+    bus = RecordingBus()
     stage = RecogniseStage(PersonJudge(), SameNameMatcher(), bus, StageMetrics(),
                            lambda camera: IouTracker(confirm_hits=1, camera=camera))
     two = Faces(np.array([[10, 20, 70, 80], [300, 20, 360, 80]], np.float32), np.zeros((2, 5, 2), np.float32),

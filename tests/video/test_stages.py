@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from video_fakes import RecordingBus
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
@@ -43,23 +44,13 @@ class FakeMatcher:
                 for e in embeddings]
 
 
-class Bus:
-    include_crops = False
-
-    def __init__(self):
-        self.events = []
-
-    def emit(self, event):
-        self.events.append(event)
-
-
 def faces_at(*xs: int) -> Faces:
     boxes = np.array([[x, 20, x + (30 if x == SMALL_X else 60), 80] for x in xs], np.float32)
     return Faces(boxes, np.zeros((len(xs), 5, 2), np.float32), np.full(len(xs), 0.99, np.float32))
 
 
-def stage(confirm_hits: int = 3) -> tuple[RecogniseStage, Bus, FakeJudge]:
-    bus, judge = Bus(), FakeJudge()
+def stage(confirm_hits: int = 3) -> tuple[RecogniseStage, RecordingBus, FakeJudge]:
+    bus, judge = RecordingBus(), FakeJudge()
     recognise = RecogniseStage(judge, FakeMatcher(), bus, StageMetrics(),
                                lambda camera: IouTracker(confirm_hits=confirm_hits, camera=camera))
     return recognise, bus, judge

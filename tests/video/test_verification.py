@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from video_fakes import RecordingBus
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
@@ -47,24 +48,14 @@ class AxisMatcher:
                 for e in embeddings]
 
 
-class Bus:
-    include_crops = False
-
-    def __init__(self):
-        self.events = []
-
-    def emit(self, event):
-        self.events.append(event)
-
-
 def faces(*placed: tuple[int, int]) -> Faces:
     """(x, who) per face: a 60 px box at x, the person `who` (a key of PEOPLE)."""
     boxes = np.array([[x, 20, x + 60, 80] for x, _ in placed], np.float32)
     return Faces(boxes, np.zeros((len(placed), 5, 2), np.float32), np.array([w / 100 for _, w in placed], np.float32))
 
 
-def run(script: list[Faces], reverify_every: int = 1) -> tuple[RecogniseStage, Bus, list]:
-    bus = Bus()
+def run(script: list[Faces], reverify_every: int = 1) -> tuple[RecogniseStage, RecordingBus, list]:
+    bus = RecordingBus()
     stage = RecogniseStage(PersonJudge(), AxisMatcher(), bus, StageMetrics(),
                            lambda camera: IouTracker(confirm_hits=1, reverify_every=reverify_every, camera=camera))
     shown = []
