@@ -13,9 +13,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -78,22 +79,14 @@ class EmbeddingCache:
 
     def _compute(self, keys: list[str], embed_fn: EmbedFn, batch_size: int, detect_batch_size: int,
                  progress: bool, desc: str) -> None:
-        pending: list[tuple[str, np.ndarray, str]] = []
         since_save = 0
-        with tqdm(total=len(keys), unit="img", desc=desc, disable=not progress) as bar:
-            for start in range(0, len(keys), detect_batch_size):
-                batch = keys[start:start + detect_batch_size]
-                outcomes = self.cropper.crop([read_image(self.root / key) for key in batch])
-                pending.extend((key, o.crop, o.status) for key, o in zip(batch, outcomes, strict=True))
-                if len(pending) >= batch_size or start + detect_batch_size >= len(keys):
-                    vectors = unit_embeddings(embed_fn, np.stack([p[1] for p in pending]))
-                    self._rows.update({key: (vector, status) for (key, _, status), vector in zip(pending, vectors)})
-                    since_save += len(pending)
-                    pending = []
-                    if since_save >= self.save_every:
-                        self.save()
-                        since_save = 0
-                bar.update(len(batch))
+        for batch, vectors, statuses in embedded_batches(keys, lambda key: read_image(self.root / key), self.cropper,
+                                                         embed_fn, batch_size, detect_batch_size, progress, desc):
+            self._rows.update({key: (vector, status) for key, vector, status in zip(batch, vectors, statuses)})
+            since_save += len(batch)
+            if since_save >= self.save_every:
+                self.save()
+                since_save = 0
         self.save()
 
     def save(self) -> Path:
@@ -113,6 +106,23 @@ class EmbeddingCache:
             keys, embeddings, status = data["keys"].tolist(), data["embeddings"], data["status"].tolist()
         log.info("%s: %d cached embeddings", self.path, len(keys))
         return {k: (embeddings[i], status[i]) for i, k in enumerate(keys)}
+
+
+def embedded_batches(items: Sequence, read: Callable[[Any], np.ndarray], cropper: FaceCropper, embed_fn: EmbedFn,
+                     batch_size: int = 64, detect_batch_size: int = 16, progress: bool = True,
+                     desc: str = "embed") -> Iterator[tuple[list, np.ndarray, list[str]]]:
+    """(items, unit embeddings, crop statuses) in order, a chunk at a time: `read(item)` images are detected and
+    cropped `detect_batch_size` at a time, and embedded once `batch_size` crops are waiting (tqdm progress)."""
+    pending: list[tuple[Any, Any]] = []
+    with tqdm(total=len(items), unit="img", desc=desc, disable=not progress) as bar:
+        for start in range(0, len(items), detect_batch_size):
+            batch = items[start:start + detect_batch_size]
+            pending.extend(zip(batch, cropper.crop([read(item) for item in batch]), strict=True))
+            bar.update(len(batch))
+            if len(pending) >= batch_size or start + detect_batch_size >= len(items):
+                vectors = unit_embeddings(embed_fn, np.stack([outcome.crop for _, outcome in pending]))
+                yield [item for item, _ in pending], vectors, [outcome.status for _, outcome in pending]
+                pending = []
 
 
 def unit_embeddings(embed_fn: EmbedFn, crops: np.ndarray) -> np.ndarray:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.core.images import read_image
 from pipeline.core.protocols import Detector
-from trainer.embedding_cache import unit_embeddings
+from trainer.embedding_cache import embedded_batches
 from trainer.metrics import (
     NAMED_FARS,
     far_key,
@@ -112,17 +111,9 @@ def _fold_ids(pairs: list[Pair], labels: np.ndarray, n_folds: int) -> np.ndarray
 def _embed_images(images: list[Path], cropper: FaceCropper, embed_fn: EmbedFn, batch_size: int,
                   detect_batch_size: int, progress: bool) -> tuple[np.ndarray, int]:
     """Unit embeddings (len(images), D) in image order, and how many images fell back to a centre crop."""
-    chunks: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    no_detection = 0
-    with tqdm(total=len(images), unit="img", desc="eval", disable=not progress) as bar:
-        for start in range(0, len(images), detect_batch_size):
-            batch = images[start:start + detect_batch_size]
-            outcomes = cropper.crop([read_image(path) for path in batch])
-            no_detection += sum(o.status != "detected" for o in outcomes)
-            pending.extend(o.crop for o in outcomes)
-            if len(pending) >= batch_size or start + detect_batch_size >= len(images):
-                chunks.append(unit_embeddings(embed_fn, np.stack(pending)))
-                pending = []
-            bar.update(len(batch))
+    chunks, no_detection = [], 0
+    for _, vectors, statuses in embedded_batches(images, read_image, cropper, embed_fn, batch_size,
+                                                 detect_batch_size, progress, desc="eval"):
+        chunks.append(vectors)
+        no_detection += sum(status != "detected" for status in statuses)
     return np.concatenate(chunks), no_detection
