@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench.cli import finish
 from bench.machine import describe_machine
-from pipeline.core.errors import FacestreamError
 from pipeline.gallery import GalleryStore, Snapshot
 from pipeline.gallery.search import ApproximateSearch, ExactSearch
 
@@ -270,19 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crossover-queries", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
-    try:
+    def produce() -> dict:
         if args.crossover:
-            report = {"crossover": crossover_figures(args), "k": MATCHER_K, "machine": machine_info()}
-        else:
-            report = run(args)
-    except FacestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(json.dumps(report, indent=2))
-    return 0
+            return {"crossover": crossover_figures(args), "k": MATCHER_K, "machine": machine_info()}
+        return run(args)
+
+    return finish(produce, args.json, lambda report: print(json.dumps(report, indent=2)), error_status=1)
 
 
 if __name__ == "__main__":

@@ -278,20 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
     args = parser.parse_args(argv)
 
-    from pipeline.core.errors import FacestreamError
+    from bench.cli import finish
     from pipeline.core.logs import configure_logging
 
     configure_logging("WARNING")
-    try:
-        result = run(args)
-    except FacestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return 0
+    return finish(lambda: run(args), args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -117,19 +117,12 @@ def _cell(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    from bench.cli import finish
     from pipeline.core.errors import FacestreamError
 
-    try:
-        result = run(args)
-    except (FacestreamError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return 0
+    args = parse_args(argv)
+    # RuntimeError: enroll.py or run.py failed (bench/reel/facestream.py says which, with its stderr).
+    return finish(lambda: run(args), args.json, print_table, errors=(FacestreamError, RuntimeError))
 
 
 if __name__ == "__main__":
