@@ -1,12 +1,12 @@
 """Per-camera face tracks: IoU association of each frame's detections with the tracks of earlier frames.
 
 Association is greedy by descending IoU: with the handful of faces in a frame it picks the same pairs as an
-optimal assignment except in contrived ties, and a wrong pairing is caught by re-verification (appearance),
-not by IoU. The optimal solver (scipy) is where a tie matters: one name per face (identity_assignment.py). Each
-track's box is predicted with a
-constant velocity from its last two observations, so a track survives frames skipped between detections (the
-runner may detect every Nth frame) and two faces that cross keep their ids. A track that was missed is also
-matched against its last observed box (the better of the two IoUs), for a person who stopped moving while hidden.
+optimal assignment except in contrived ties, and a wrong pairing is caught by re-verification (appearance), not
+by IoU. The optimal solver (scipy) is where a tie matters: one name per face (identity_assignment.py). Each
+track's box is predicted with a constant velocity from its last two observations, so a track survives frames
+skipped between detections (the runner may detect every Nth frame) and two faces that cross keep their ids. A
+track that was missed is also matched against its last observed box (the better of the two IoUs), for a person
+who stopped moving while hidden.
 
 Life cycle: `tentative` (new) -> `confirmed` after `confirm_hits` hits -> `lost` when missed -> ended once it
 has been missed for more than `max_misses` frames (counted in frames, not detector calls). A tentative track
