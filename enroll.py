@@ -16,6 +16,20 @@ remove, export and import them.
     export FILE                                     the gallery as one portable JSON file
     import FILE                                     merge such a file into the gallery
 
+    unknowns list                                   the unknown people (clusters of unnamed faces)
+    unknowns show ID [--crops DIR]                  one cluster's sightings (DIR: their face crops as JPEGs)
+    unknowns name ID "Person Name"                  enrol the cluster's best faces as that person (new or not)
+    unknowns merge KEEP OTHER                       OTHER's faces join KEEP, whose id survives
+    unknowns forget ID                              delete the cluster and every face it holds
+    unknowns purge                                  delete sightings past unknowns.retention_days now
+    search PHOTO                                    who is this, or which unknown person, and where/when seen
+    reject EVENT_ID                                 the face behind that identity_confirmed event is not the
+                                                    person it was named: a negative template of that person
+    reject --face PHOTO --not NAME                  the same from a photo
+    auto list | auto remove [NAME]                  self-enrolled templates (gallery.auto_enrol): count, remove
+
+`remove NAME` forgets the person completely: templates, negative templates, sightings and their crops.
+
 Photos are judged by the quality gates (config section `quality`); every rejected input gets a line saying
 why. Exit status: 0 on success; 1 when `add` accepted no input (nothing is written); 2 on an error (one line).
 """
@@ -217,10 +231,12 @@ def run_rename(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
 
 
 def run_remove(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
-    store = open_store(cfg, args)
-    removed = store.remove(args.name)
-    out.line(f"removed {args.name!r} and {plural(removed, 'template')} from gallery {store.gallery!r}")
-    out.result({"command": "remove", "gallery": store.gallery, "name": args.name, "templates_removed": removed})
+    operator = make_operator(cfg, args)
+    removed, sightings = operator.remove_person(args.name)
+    out.line(f"removed {args.name!r}, {plural(removed, 'template')} and {plural(sightings, 'sighting')} "
+             f"from gallery {args.gallery!r}")
+    out.result({"command": "remove", "gallery": args.gallery, "name": args.name, "templates_removed": removed,
+                "sightings_removed": sightings})
     return 0
 
 
@@ -249,8 +265,132 @@ def run_import(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+# -- unknown people, search, feedback ---------------------------------------------------------------------
+def make_operator(cfg: AppConfig, args: argparse.Namespace):
+    from pipeline.app.operator import Operator
+    from pipeline.app.services import redis_client
+
+    return Operator(cfg, redis_client(cfg, args.redis_url), args.gallery, args.model)
+
+
+def run_unknowns(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    operator = make_operator(cfg, args)
+    action = args.action
+    if action == "list":
+        clusters = operator.clusters()
+        out.line(f"{'UNKNOWN ID':<18} {'SIGHTINGS':>9}  FIRST SEEN               LAST SEEN")
+        for c in clusters:
+            out.line(f"{c.id:<18} {c.sightings:>9}  {when(c.created)}  {when(c.last_seen)}")
+        out.line(f"{plural(len(clusters), 'unknown person')} in gallery {args.gallery!r} "
+                 f"(kept {cfg.unknowns.retention_days:g} days)")
+        out.result({"command": "unknowns list", "gallery": args.gallery, "clusters": [c.as_dict() for c in clusters]})
+    elif action == "show":
+        cluster, sightings = operator.cluster(args.id)
+        out.line(f"{cluster.id}: {plural(cluster.sightings, 'sighting')} on {', '.join(cluster.cameras) or '-'}, "
+                 f"first {when(cluster.created)}, last {when(cluster.last_seen)}")
+        for s in sightings:
+            out.line(f"  {s.id}  {when(s.time)}  {s.camera:<12} {s.track:<14} quality {s.quality:.2f}")
+        saved = save_crops(operator, sightings, args.crops) if args.crops else []
+        if saved:
+            out.line(f"{plural(len(saved), 'crop')} written to {args.crops}")
+        out.result({"command": "unknowns show", "gallery": args.gallery, **cluster.as_dict(),
+                    "sightings_list": [s.as_dict() for s in sightings], "crops": [str(p) for p in saved]})
+    elif action == "name":
+        named = operator.name(args.id, args.name)
+        state = "new identity" if named.created else "existing identity"
+        out.line(f"named {named.cluster_id} {named.name!r} ({state}): {plural(named.templates_added, 'template')} "
+                 f"enrolled from its best faces, {plural(named.outliers, 'outlier')} left out, "
+                 f"{plural(named.sightings_moved, 'sighting')} moved to the person")
+        out.result({"command": "unknowns name", "gallery": args.gallery, **named.__dict__})
+    elif action == "merge":
+        merged = operator.merge(args.keep, args.other)
+        out.line(f"merged {', '.join(merged)} into {args.keep}")
+        out.result({"command": "unknowns merge", "gallery": args.gallery, "kept": args.keep, "merged": merged})
+    elif action == "forget":
+        removed = operator.forget(args.id)
+        out.line(f"forgot {args.id}: {plural(removed, 'sighting')} and their crops deleted")
+        out.result({"command": "unknowns forget", "gallery": args.gallery, "id": args.id, "sightings_removed": removed})
+    else:
+        purged = operator.purge()
+        out.line(f"purged {plural(purged.sightings, 'sighting')} and {plural(purged.clusters, 'unknown person')} "
+                 f"(older than {cfg.unknowns.retention_days:g} days, or beyond {cfg.unknowns.max_sightings})")
+        out.result({"command": "unknowns purge", "gallery": args.gallery, "sightings_removed": purged.sightings,
+                    "clusters_removed": purged.clusters})
+    return 0
+
+
+def save_crops(operator, sightings, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for s in sightings:
+        found = operator.unknowns.sighting(s.id, crops=True)
+        if found is not None and found.crop_jpeg:
+            path = folder / f"{s.owner}_{s.id}.jpg"
+            path.write_bytes(found.crop_jpeg)
+            saved.append(path)
+    return saved
+
+
+def run_search(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    faces = make_operator(cfg, args).search(args.photo, args.limit)
+    for i, face in enumerate(faces):
+        if face.rejected:
+            out.line(f"face {i} {face.box}: not searched ({face.rejected})")
+            continue
+        out.line(f"face {i} {face.box}: " + ("no enrolled or unknown person matches" if not face.found else
+                                              f"{plural(len(face.found), 'match')}"))
+        for f in face.found:
+            out.line(f"  {f.kind:<8} {f.id:<24} similarity {f.similarity:.3f} (threshold {f.threshold:.3f})")
+            for seen in f.sightings:
+                out.line(f"    seen {when(seen.sighting.time)} on {seen.sighting.camera} "
+                         f"({seen.sighting.track}), similarity {seen.similarity:.3f}")
+    if not faces:
+        out.line(f"{args.photo}: no face found")
+    out.result({"command": "search", "gallery": args.gallery, "photo": str(args.photo),
+                "faces": [f.as_dict() for f in faces]})
+    return 0
+
+
+def run_reject(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    operator = make_operator(cfg, args)
+    if args.face is not None or args.not_name is not None:
+        if args.event_id or args.face is None or args.not_name is None:
+            raise ConfigError("reject takes EVENT_ID, or --face PHOTO with --not NAME")
+        name, added = args.not_name, operator.reject_photo(args.face, args.not_name)
+        source = str(args.face)
+    elif args.event_id:
+        (name, added), source = operator.reject_event(args.event_id), args.event_id
+    else:
+        raise ConfigError("reject needs EVENT_ID, or --face PHOTO --not NAME")
+    out.line(f"{source}: is not {name!r}; {plural(added, 'negative template')} added "
+             "(that face and faces closer to it than to the person are refused the name)")
+    out.result({"command": "reject", "gallery": args.gallery, "name": name, "source": source, "added": added})
+    return 0
+
+
+def run_auto(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    from pipeline.gallery.identity import is_auto
+
+    operator = make_operator(cfg, args)
+    if args.action == "remove":
+        removed = operator.remove_auto_templates(args.name)
+        for name, count in removed.items():
+            out.line(f"{name}: {plural(count, 'self-enrolled template')} removed")
+        out.result({"command": "auto remove", "gallery": args.gallery, "removed": removed})
+        return 0
+    counts = {}
+    for identity in operator.store.identities():
+        found = operator.store.read_full(identity.id)
+        counts[identity.name] = sum(is_auto(t) for t in found[1]) if found else 0
+    for name, count in counts.items():
+        out.line(f"{name}: {plural(count, 'self-enrolled template')}")
+    out.result({"command": "auto list", "gallery": args.gallery, "auto_templates": counts})
+    return 0
+
+
 COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_rename, "remove": run_remove,
-            "export": run_export, "import": run_import}
+            "export": run_export, "import": run_import, "unknowns": run_unknowns, "search": run_search,
+            "reject": run_reject, "auto": run_auto}
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -290,7 +430,38 @@ def build_parser() -> argparse.ArgumentParser:
                         ).add_argument("file", type=Path)
     commands.add_parser("import", parents=[json_too], help="merge a gallery file into the gallery"
                         ).add_argument("file", type=Path)
+    add_unknowns_parser(commands, json_too)
+    search = commands.add_parser("search", parents=[json_too], help="who is in this photo, and where seen")
+    search.add_argument("photo", type=Path)
+    search.add_argument("--limit", type=int, default=10, help="sightings listed per match")
+    reject = commands.add_parser("reject", parents=[json_too], help="this face is not the person it was named")
+    reject.add_argument("event_id", nargs="?", help="an identity_confirmed event id")
+    reject.add_argument("--face", type=Path, help="a photo of the face instead of an event")
+    reject.add_argument("--not", dest="not_name", metavar="NAME", help="the identity it is not (with --face)")
+    auto = commands.add_parser("auto", parents=[json_too], help="self-enrolled templates")
+    auto_actions = auto.add_subparsers(dest="action", required=True, metavar="ACTION")
+    auto_actions.add_parser("list", parents=[json_too], help="self-enrolled templates per person")
+    auto_actions.add_parser("remove", parents=[json_too], help="remove them (one person, or everyone)"
+                            ).add_argument("name", nargs="?", default=None)
     return parser
+
+
+def add_unknowns_parser(commands, json_too) -> None:
+    unknowns = commands.add_parser("unknowns", parents=[json_too], help="unknown people: list, show, name, ...")
+    actions = unknowns.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[json_too], help="every unknown person")
+    show = actions.add_parser("show", parents=[json_too], help="one unknown person's sightings")
+    show.add_argument("id")
+    show.add_argument("--crops", type=Path, default=None, help="write the face crops (JPEG) to this folder")
+    name = actions.add_parser("name", parents=[json_too], help="enrol an unknown person under a name")
+    name.add_argument("id")
+    name.add_argument("name")
+    merge = actions.add_parser("merge", parents=[json_too], help="two unknown ids are one person")
+    merge.add_argument("keep")
+    merge.add_argument("other")
+    actions.add_parser("forget", parents=[json_too], help="delete an unknown person and every face of them"
+                       ).add_argument("id")
+    actions.add_parser("purge", parents=[json_too], help="delete sightings past their retention now")
 
 
 def main(argv: list[str] | None = None) -> int:

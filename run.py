@@ -9,7 +9,7 @@ SPEC is a webcam index (0), a video file, an RTSP/RTMP/HTTP URL, or an image fil
 names the camera (default: cam0, the file's stem, the stream's host). Several sources run at once, each
 its own camera. Photos (all sources images) get annotated copies in --output (default demo.output_dir).
 
-Events (identity_confirmed, track_started, track_ended) go to --events (JSON lines) and to the Redis
+Events (identity_confirmed, track_started, track_ended, unknown_merged) go to --events (JSON lines) and to the Redis
 Stream fs:{GALLERY}:events. --tracks writes one JSON line per processed frame and camera with the boxes the
 annotated video draws (box, landmarks, track id, shown identity, similarity, anonymous id). At the end (or on Ctrl-C) a summary is printed and written to --summary-json.
 Exit status: 0 on success or Ctrl-C; 2 on an error (one line on stderr).
@@ -89,6 +89,7 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
     detector, embedder = make_detector(cfg), make_embedder(cfg, args.model)
     gallery = open_live_gallery(cfg, embedder, args.gallery, args.redis_url)
     judge = face_judge(cfg, embedder)
+    clusters = photo_clusters(cfg, gallery, embedder)
     output.mkdir(parents=True, exist_ok=True)
     records, started = [], time.perf_counter()
     try:
@@ -100,33 +101,60 @@ def recognise_images(cfg, args, sources: list[str]) -> dict:
                 records.append({"image": str(path), "error": str(exc)})
                 continue
             found = recognise_still(image, detector, judge, gallery.matcher)
-            records.append(annotate_photo(path, image, output, found))
+            records.append(annotate_photo(path, image, output, found, unknown_ids(found, path, clusters)))
+        survivors = clusters.finish()  # one re-clustering pass: the folder's order may have split a person
     finally:
         gallery.close()
+    for record in records:
+        if "unknown_ids" in record:
+            record["unknown_ids"] = [survivors.get(u, u) if u else None for u in record["unknown_ids"]]
     (output / "detections.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     save_resolved(cfg, output)
     return {"images": len(records), "faces": sum(r.get("faces", 0) for r in records),
             "recognised": sum(1 for r in records for n in r.get("names", []) if n),
+            "unknown_people": len({u for r in records for u in r.get("unknown_ids", []) if u}),
             "unreadable": sum("error" in r for r in records), "seconds": round(time.perf_counter() - started, 1),
             "output": str(output)}
 
 
-def annotate_photo(path: Path, image, output: Path, found) -> dict:
-    """Write the annotated copy of one photo; its detections.json record."""
+def photo_clusters(cfg, gallery, embedder):
+    """Unknown ids for the folder: in the gallery's clusters (unknowns.keep), else in memory for this run."""
+    from pipeline.app.services import online_clusters, unknown_directory, unknown_store
+    from pipeline.unknowns.photos import PhotoClusters
+
+    if not cfg.unknowns.keep:
+        return PhotoClusters(online=online_clusters(cfg, embedder.card))
+    store = unknown_store(cfg, gallery.client, gallery.store.gallery)
+    return PhotoClusters(directory=unknown_directory(cfg, store, embedder.card))
+
+
+def unknown_ids(found, path: Path, clusters) -> list[str | None]:
+    """Per face: the unknown id of a face that passed the gates and matched nobody, else None."""
+    return [clusters.assign(found.embeddings[i], path.name, found.quality[i], found.crops[i])
+            if m is not None and m.identity is None else None for i, m in enumerate(found.matches)]
+
+
+def annotate_photo(path: Path, image, output: Path, found, unknown: list[str | None]) -> dict:
+    """Write the annotated copy of one photo (the unknown ids as given when it was read); its detections.json
+    record (`unknown_ids` as they stand after the folder's re-clustering)."""
     import cv2
 
     from pipeline.video.output import BoxLabel, draw_labels
 
-    faces, matches, _ = found
+    faces, matches = found.faces, found.matches
     names = [m.identity if m is not None else None for m in matches]
-    labels = [BoxLabel(tuple(map(float, faces.xyxy[i])),
-                       f"{names[i]} {matches[i].similarity:.2f}" if names[i] else f"{faces.score[i]:.2f}",
-                       known=names[i] is not None) for i in range(len(faces))]
+
+    def text(i: int) -> str:
+        if names[i]:
+            return f"{names[i]} {matches[i].similarity:.2f}"
+        return unknown[i] or f"{faces.score[i]:.2f}"
+    labels = [BoxLabel(tuple(map(float, faces.xyxy[i])), text(i), known=names[i] is not None)
+              for i in range(len(faces))]
     target = output / f"{path.parent.name}__{path.stem}.jpg"
     cv2.imwrite(str(target), draw_labels(image, labels))
     print(f"{len(faces):3d} faces  {path}" + (f"  ({', '.join(n for n in names if n)})" if any(names) else ""))
     return {"image": str(path), "faces": len(faces), "annotated": str(target), "names": names,
-            "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()}
+            "unknown_ids": unknown, "boxes": faces.xyxy.round(1).tolist(), "scores": faces.score.round(3).tolist()}
 
 
 # -- video -----------------------------------------------------------------------------------------------
@@ -205,6 +233,11 @@ def print_summary(s: dict) -> None:
                  f"threshold {s['gallery']['threshold']} at FAR {s['gallery']['far']}"
                  + (f", expected FPIR {s['gallery']['expected_fpir']:.2%}" if s['gallery'].get('expected_fpir') is not None
                     else "") + "]")
+    unknown = s.get("unknowns", {})
+    if unknown.get("kept"):
+        lines.append(f"unknowns    {unknown['clusters_started']} new unknown people, {unknown['clusters_joined']} "
+                     f"tracks of people seen before" + (f", {unknown['errors']} failed writes" if unknown["errors"]
+                                                        else ""))
     lines.append("events      " + (", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"))
     for camera, path in s["outputs"]["videos"].items():
         lines.append(f"video       {path}")

@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = ("pipeline", "engines", "trainer", "bench", "run", "enroll")
-PIPELINE = {f"pipeline.{p}" for p in ("core", "detect", "recognise", "gallery", "redis", "video", "events", "app")}
+PIPELINE = {f"pipeline.{p}" for p in ("core", "detect", "recognise", "gallery", "redis", "video", "events",
+                                             "unknowns", "app")}
 EVERYTHING = {*PIPELINE, "engines", "trainer", "bench", "pipeline"}
 
 # component -> the components it may import (besides itself). Keep in step with docs/architecture.md.
@@ -27,7 +28,9 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.redis": {"pipeline.core"},
     "pipeline.recognise": {"pipeline.core", "engines", "pipeline.gallery"},
     "pipeline.events": {"pipeline.core", "pipeline.gallery"},
-    "pipeline.video": {"pipeline.core", "pipeline.recognise", "pipeline.gallery", "pipeline.events"},
+    "pipeline.unknowns": {"pipeline.core", "pipeline.gallery"},
+    "pipeline.video": {"pipeline.core", "pipeline.recognise", "pipeline.gallery", "pipeline.events",
+                       "pipeline.unknowns"},
     # The composition root builds everything; from the trainer it needs only the architectures (torch-cuda).
     "pipeline.app": (PIPELINE - {"pipeline.app"}) | {"engines", "trainer.models"},
     # Entry points: the CLIs and benchmarks use the composition root and whatever they measure.

@@ -167,6 +167,40 @@ class GalleryConfig(Section):
     exact_below: int = Field(50_000, ge=0, description="templates; where search=auto switches from exact to ann")
     # New galleries (enroll.py) also keep their templates in a Redis vector set: what search=server searches.
     server_index: bool = False
+    # Safe self-enrolment (pipeline/gallery/self_enrol.py, rules in `self_enrolment`): a confident confirmation
+    # may add one marked `auto-` template to that person. Off by default: the gallery changes only by hand.
+    auto_enrol: bool = False
+
+
+class SelfEnrolmentConfig(Section):
+    """When `gallery.auto_enrol` lets a confirmed track add a template (pipeline/gallery/self_enrol.py)."""
+
+    margin_above: float = Field(0.10, ge=0, le=2, description="similarity above the match threshold")
+    min_margin: float = Field(0.10, ge=0, le=2, description="over the runner-up identity")
+    diversity: float = Field(0.92, gt=0, le=1, description="refused when this close to an existing template")
+    max_auto: int = Field(5, ge=1, description="auto templates per person")
+
+
+class UnknownsConfig(Section):
+    """Unknown people (pipeline/unknowns): what is kept of a face nobody enrolled, for how long, and how the faces
+    are grouped into stable ids."""
+
+    # false: nothing of an unknown face is stored: video events carry no unknown_id, photos mode clusters the
+    # folder in memory (its ids mean nothing after the run)
+    keep: bool = True
+    retention_days: float = Field(7.0, gt=0, description="sightings older than this are deleted")
+    max_sightings: int = Field(50_000, ge=1, description="per gallery; the oldest go first (~3 kB each)")
+    max_per_cluster: int = Field(200, ge=1, description="sightings per unknown person; the oldest go first")
+    max_per_track: int = Field(10, ge=1, description="faces kept per track, the best by quality")
+    crop_px: int = Field(96, ge=16, le=512, description="side of the stored aligned JPEG crop")
+    # The chance that a new stranger's track joins someone else's cluster (the gallery's FPIR rule over the
+    # clusters' member tracks), and the per-comparison FAR of the re-clustering pass's average linkage
+    # (pipeline/unknowns/clustering.py: measured by `python -m bench.clusters`).
+    merge_rate: float = Field(0.01, gt=0, lt=1)
+    merge_far: float = Field(1e-4, gt=0, lt=1)
+    recluster_every_s: float = Field(300.0, gt=0, description="between two re-clustering passes of a worker")
+    purge_every_s: float = Field(3600.0, gt=0, description="between two retention purges of a worker")
+    refresh_s: float = Field(10.0, gt=0, description="how soon other workers' clusters are seen")
 
 
 class RunConfig(Section):
@@ -211,6 +245,8 @@ class AppConfig(Section):
     verification: VerificationConfig = VerificationConfig()
     events: EventsConfig = EventsConfig()
     gallery: GalleryConfig = GalleryConfig()
+    self_enrolment: SelfEnrolmentConfig = SelfEnrolmentConfig()
+    unknowns: UnknownsConfig = UnknownsConfig()
     demo: DemoConfig = DemoConfig()
 
 

@@ -6,25 +6,38 @@ section of the config is read in one place and the algorithms below it see plain
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines.selection import choose_engine
 from pipeline.app.config import AppConfig, GalleryConfig
+from pipeline.core.errors import GalleryError
 from pipeline.detect import MTCNN
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
+from pipeline.gallery.self_enrol import SelfEnrolment
 from pipeline.gallery.threshold import GalleryThreshold, OperatingPoint, operating_point
 from pipeline.recognise.embedder import Embedder
 from pipeline.recognise.judge import FaceJudge
 from pipeline.recognise.quality import EvidenceGates, QualityGates
 from pipeline.redis.connect import connect
+from pipeline.unknowns.clustering import (
+    OnlineClusters,
+    assignment_threshold,
+    merge_threshold,
+)
+from pipeline.unknowns.directory import UnknownDirectory
+from pipeline.unknowns.recorder import UnknownRecorder
+from pipeline.unknowns.sightings import DAY_S, UnknownStore
 from pipeline.video.sources import FrameSource
 from pipeline.video.tracker import IouTracker
 from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
+
+log = logging.getLogger(__name__)
 
 
 def make_embedder(cfg: AppConfig, model: Path, batch_size: int | None = None) -> Embedder:
@@ -134,6 +147,54 @@ def gallery_operating_point(cfg: AppConfig, card, templates_per_identity: Sequen
     """The `run` section's operating point (far, open_set_far, score, threshold) for a gallery of that shape."""
     run = cfg.run
     return operating_point(card, run.far, run.open_set_far, templates_per_identity, run.score, run.threshold)
+
+
+def self_enrolment(cfg: AppConfig, store: GalleryStore) -> Callable | None:
+    """`gallery.auto_enrol`: the EventStage's self-enrolment hook (identity id, embedding, match, strong), or None."""
+    if not cfg.gallery.auto_enrol:
+        return None
+    policy = SelfEnrolment(**cfg.self_enrolment.model_dump())
+
+    def offer(identity_id: str, embedding, match, strong: bool):
+        try:
+            return policy.consider(store, identity_id, embedding, match.similarity, match.runner_up_similarity,
+                                   match.threshold, strong)
+        except GalleryError as exc:  # a Redis failure costs this template, never the stream
+            policy.decisions["error"] += 1
+            log.warning("self-enrolment of %s failed: %s", identity_id, exc)
+            return None
+    offer.policy = policy  # its decision counts, for the run summary
+    return offer
+
+
+# -- unknown people: what is kept of them, and how they are grouped (pipeline/unknowns) -----------------------
+def unknown_store(cfg: AppConfig, client, gallery: str) -> UnknownStore:
+    u = cfg.unknowns
+    return UnknownStore(client, gallery, retention_s=u.retention_days * DAY_S, max_sightings=u.max_sightings,
+                        max_per_cluster=u.max_per_cluster, crop_px=u.crop_px)
+
+
+def unknown_directory(cfg: AppConfig, store: UnknownStore, card) -> UnknownDirectory:
+    """The live clusters of `store`, assigning at the `unknowns.merge_rate` operating point of `card`."""
+    u = cfg.unknowns
+    return UnknownDirectory(store, lambda members: assignment_threshold(card, members, u.merge_rate),
+                            merge_threshold(card, u.merge_far), refresh_s=u.refresh_s,
+                            recluster_every_s=u.recluster_every_s, purge_every_s=u.purge_every_s)
+
+
+def unknown_recorder(cfg: AppConfig, client, gallery: str, card) -> UnknownRecorder | None:
+    """The video path's memory of unknown faces; None when `unknowns.keep` is false (nothing of a face kept)."""
+    if not cfg.unknowns.keep:
+        return None
+    directory = unknown_directory(cfg, unknown_store(cfg, client, gallery), card)
+    return UnknownRecorder(directory, cfg.unknowns.max_per_track)
+
+
+def online_clusters(cfg: AppConfig, card) -> OnlineClusters:
+    """In-memory clusters for one run that keeps nothing (photos mode with `unknowns.keep: false`)."""
+    u = cfg.unknowns
+    return OnlineClusters(lambda members: assignment_threshold(card, members, u.merge_rate),
+                          merge_threshold(card, u.merge_far))
 
 
 def set_threads() -> None:

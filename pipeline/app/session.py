@@ -14,8 +14,10 @@ from pipeline.app.services import (
     make_detector,
     make_embedder,
     open_live_gallery,
+    self_enrolment,
     track_stage_settings,
     tracker_factory,
+    unknown_recorder,
     verifier,
     video_face_judge,
 )
@@ -83,16 +85,28 @@ class Session:
         if self.tracks is not None:
             self._closers.append(self.tracks.close)
         detect = DetectStage(self.detector, run.detect_every, self.metrics)
+        self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
+        self.self_enrol = self_enrolment(cfg, self.store)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops, verifier=verifier(cfg),
-                                        weak_every=cfg.evidence.every,
+                                        weak_every=cfg.evidence.every, unknowns=self.unknowns,
+                                        self_enrol=self.self_enrol,
                                         **track_stage_settings(cfg))
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
                              run.batch_wait_s, opts.max_frames, tracks=self.tracks)
         if opts.metrics_port is not None:
             server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
             self._closers.append(server.close)
+
+    def _unknowns_summary(self) -> dict:
+        u = self.unknowns
+        summary = {"kept": u is not None}
+        if u is not None:
+            summary.update(clusters_started=u.clusters_started, clusters_joined=u.clusters_joined, errors=u.errors)
+        if self.self_enrol is not None:
+            summary["self_enrolment"] = dict(self.self_enrol.policy.decisions)
+        return summary
 
     def _source_gauges(self) -> list[tuple[str, dict, float]]:
         return [(f"source_{field}", {"camera": camera}, float(getattr(stats, field)))
@@ -156,6 +170,7 @@ class Session:
                 "gallery": {"name": self.store.gallery, "identities": len(self.mirror.current()),
                             "threshold": round(self.gallery.threshold, 4), "far": self.gallery.far,
                             "expected_fpir": self.gallery.expected_fpir},
+                "unknowns": self._unknowns_summary(),
                 "outputs": {"events": str(self.opts.events) if self.opts.events else None,
                             "tracks": str(self.opts.tracks) if self.opts.tracks else None,
                             "videos": dict(self.output.files)}}

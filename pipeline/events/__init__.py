@@ -1,8 +1,21 @@
 """Events: the record, the bus that fans it out, and the sinks (JSONL, Redis Stream)."""
 
 from pipeline.events.bus import EventBus
-from pipeline.events.record import IDENTITY_CONFIRMED, TRACK_ENDED, TRACK_STARTED, Event, encode_crop
-from pipeline.events.sinks import JsonlSink, MemorySink, RedisStreamSink, Sink, events_key
+from pipeline.events.record import (
+    IDENTITY_CONFIRMED,
+    TRACK_ENDED,
+    TRACK_STARTED,
+    UNKNOWN_MERGED,
+    Event,
+    encode_crop,
+)
+from pipeline.events.sinks import (
+    JsonlSink,
+    MemorySink,
+    RedisStreamSink,
+    Sink,
+    events_key,
+)
 
-__all__ = ["IDENTITY_CONFIRMED", "TRACK_ENDED", "TRACK_STARTED", "Event", "EventBus", "JsonlSink", "MemorySink",
+__all__ = ["IDENTITY_CONFIRMED", "TRACK_ENDED", "TRACK_STARTED", "UNKNOWN_MERGED", "Event", "EventBus", "JsonlSink", "MemorySink",
            "RedisStreamSink", "Sink", "encode_crop", "events_key"]

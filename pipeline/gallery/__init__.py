@@ -1,5 +1,6 @@
 """The gallery of enrolled people: kept in Redis (store), mirrored in every worker (mirror), searched
-in memory or on the server (search, matcher), moved between servers as a portable file (portable)."""
+in memory or on the server (search, matcher), moved between servers as a portable file (portable), corrected
+by negative templates and grown by safe self-enrolment (template_edits, self_enrol)."""
 
 from pipeline.gallery.changes import Change
 from pipeline.gallery.identity import AddResult, Identity

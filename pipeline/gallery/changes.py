@@ -16,7 +16,7 @@ class Change:
 
     stream_id: str  # `<seq>-0`
     seq: int
-    op: str  # add | import | remove | rename | clear
+    op: str  # add | import | remove | rename | clear | negative | remove_templates
     identity_ids: tuple[str, ...]
     names: tuple[str, ...]
     epoch: str

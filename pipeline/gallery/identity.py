@@ -22,6 +22,13 @@ from pipeline.gallery.keys import RECORD
 from pipeline.gallery.names import validate_name, validate_template_id
 
 RECORD_FIELD = RECORD.encode()
+# Template ids of templates the system added by itself (self_enrol.py): they can be listed and removed as a
+# group (`GalleryStore.remove_auto_templates`) without touching what a person enrolled.
+AUTO_PREFIX = "auto-"
+
+
+def is_auto(template_id: str) -> bool:
+    return template_id.startswith(AUTO_PREFIX)
 
 
 @dataclass(frozen=True)

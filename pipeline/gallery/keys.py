@@ -10,6 +10,11 @@ an identity together with its change-stream entry stay legal on a cluster.
                         record, JSON {name, created, metadata}; every other field is template id -> encoded
                         template (codec.py). One key per identity: it is read and written with one command,
                         which halves the per-identity cost of bulk enrolment and snapshots (measured).
+    fs:{g}:neg:<id>     hash  negative templates of one identity ("this face is not <name>"): template id ->
+                        encoded row (codec.py, the gallery's dtype); a face more like these than like the
+                        identity's own templates is refused that name (matcher.py). Deleted with the identity.
+    fs:{g}:neg-ids      set   ids of the identities that have negatives: a snapshot reads negatives for those
+                        only, not one more command per identity (that doubled the cost of reading a gallery)
     fs:{g}:changes      stream, entry id `<seq>-0`, fields op, ids, names, epoch; capped at ~CHANGES_MAXLEN
     fs:{g}:vset         vector set (only with server_index): element `<id>:<template id>`, attribute
                         {"identity": id}
@@ -80,6 +85,13 @@ class GalleryKeys:
 
     def identity(self, identity_id: str) -> str:
         return f"{self.base}:id:{identity_id}"
+
+    def negatives(self, identity_id: str) -> str:
+        return f"{self.base}:neg:{identity_id}"
+
+    @property
+    def negative_ids(self) -> str:
+        return f"{self.base}:neg-ids"
 
 
 def element(identity_id: str, template_id: str) -> str:

@@ -9,6 +9,12 @@ could be beaten by an identity with no template in the top k (its score would be
 the search is repeated with a larger k. Under `mean_top2` an identity seen once in the top k is re-scored
 from all of its templates when the labels carry them (mirror snapshots); the runner-up is the best other
 identity with a template in the top k.
+
+Negative templates ("this face is not Alice", store.add_negatives) refuse a name: an identity that would be
+named (score >= threshold) is refused when the face is more like one of its negatives than its score, and the
+decision passes to the next best identity, which still needs the threshold. Identities ranked below the one
+named are not checked, so an identity without negatives decides exactly as before. Negatives are read from
+`negatives` (a GalleryMirror, for any backend) or else from the hits' labels when they are a Snapshot.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.core.errors import GalleryError
-from pipeline.gallery.search import Hits, Labels, Search, check_queries, decode_rows
+from pipeline.gallery.search import Hits, Labels, Search, SnapshotSource, check_queries, decode_rows
 from pipeline.gallery.snapshot import Snapshot
 from pipeline.gallery.threshold import GalleryThreshold
 
@@ -37,6 +43,7 @@ class Match:
     runner_up_similarity: float | None
     margin: float | None  # similarity - runner_up_similarity
     threshold: float | None = None  # the threshold this match was decided at (it follows the gallery's size)
+    refused: str | None = None  # the better-scoring name a negative template refused (None: nothing refused)
 
 
 class Matcher:
@@ -46,7 +53,8 @@ class Matcher:
     it at every call, so identities enrolled a moment ago are matched.
     """
 
-    def __init__(self, search: Search, threshold: float | GalleryThreshold, score: Score = "max", k: int = 32):
+    def __init__(self, search: Search, threshold: float | GalleryThreshold, score: Score = "max", k: int = 32,
+                 negatives: SnapshotSource | None = None):
         if not isinstance(search, Search):
             raise GalleryError(f"the matcher needs a search backend (e.g. ExactSearch(mirror)), "
                                f"got {type(search).__name__}")
@@ -59,7 +67,12 @@ class Matcher:
         self.threshold = threshold if isinstance(threshold, GalleryThreshold) else float(threshold)
         self.score = score
         self.k = k
+        if negatives is not None and not isinstance(negatives, SnapshotSource):
+            raise GalleryError(f"negatives must come from a GalleryMirror (an object with current()), "
+                               f"got {type(negatives).__name__}")
+        self.negatives = negatives
         self._rows_of: tuple[Snapshot, np.ndarray, np.ndarray] | None = None  # (snapshot, order, starts)
+        self._negatives_of: tuple[Snapshot, dict[str, np.ndarray]] | None = None  # (snapshot, id -> rows)
 
     def match(self, embeddings: np.ndarray) -> list[Match]:
         queries = check_queries(embeddings)
@@ -67,32 +80,40 @@ class Matcher:
             return []
         threshold = self.current_threshold()
         hits = self.search.search(queries, self.k)
-        results: list[Match | None] = [self._decide(hits, i, queries[i], threshold) for i in range(len(queries))]
+        refusing = self._negatives_by_id(hits.labels)
+        results: list[Match | None] = [self._decide(hits, i, queries[i], threshold, refusing)
+                                       for i in range(len(queries))]
         k = self.k
         while any(r is None for r in results):
             k *= 4  # an identity outside the top k could still win: look further
             todo = [i for i, r in enumerate(results) if r is None]
             wide = self.search.search(queries[todo], k)
+            refusing = self._negatives_by_id(wide.labels)
             for j, i in enumerate(todo):
-                results[i] = self._decide(wide, j, queries[i], threshold, final=not _full(wide, j))
+                results[i] = self._decide(wide, j, queries[i], threshold, refusing, final=not _full(wide, j))
         return results
 
     def current_threshold(self) -> float:
         return self.threshold.current().threshold if isinstance(self.threshold, GalleryThreshold) else self.threshold
 
-    def _decide(self, hits: Hits, i: int, query: np.ndarray, threshold: float, final: bool = False) -> Match | None:
+    def _decide(self, hits: Hits, i: int, query: np.ndarray, threshold: float,
+                refusing: dict[str, np.ndarray], final: bool = False) -> Match | None:
         """The Match for query `i`, or None when the top k cannot tell (only when `hits` row is full)."""
         scores = self._identity_scores(hits, i, query)
         if not scores:
             return Match(None, None, NO_SIMILARITY, None, None, None, threshold)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
-        last = float(hits.similarities[i, -1])
-        if not final and _full(hits, i) and (len(ranked) < 2 or ranked[0][1] < last):
-            return None
         labels = hits.labels
-        best, best_score = ranked[0]
+        winner, refused = _unrefused(ranked, labels, query, threshold, refusing)
+        last = float(hits.similarities[i, -1])
+        if not final and _full(hits, i) and (winner is None or winner + 1 >= len(ranked) or
+                                             ranked[winner][1] < last):
+            return None
+        if winner is None:  # every identity with a template in the gallery refused this face
+            return Match(None, None, NO_SIMILARITY, None, None, None, threshold, refused)
+        best, best_score = ranked[winner]
         known = best_score >= threshold
-        runner = ranked[1] if len(ranked) > 1 else None
+        runner = ranked[winner + 1] if winner + 1 < len(ranked) else None
         return Match(
             identity=labels.names[best] if known else None,
             identity_id=labels.identity_ids[best] if known else None,
@@ -101,7 +122,21 @@ class Matcher:
             runner_up_similarity=runner[1] if runner else None,
             margin=best_score - runner[1] if runner else None,
             threshold=threshold,
+            refused=refused,
         )
+
+    def _negatives_by_id(self, labels: Labels) -> dict[str, np.ndarray]:
+        """Identity id -> its (n, dim) negatives, from the negatives source (else the labels), once per snapshot."""
+        snapshot = self.negatives.current() if self.negatives is not None else labels
+        if not isinstance(snapshot, Snapshot) or len(snapshot.negatives) == 0:
+            return {}
+        if self._negatives_of is None or self._negatives_of[0] is not snapshot:
+            order = np.argsort(snapshot.negative_owner, kind="stable")
+            owners, starts = np.unique(snapshot.negative_owner[order], return_index=True)
+            groups = np.split(order, starts[1:])
+            self._negatives_of = (snapshot, {snapshot.identity_ids[o]: snapshot.negatives[rows]
+                                             for o, rows in zip(owners.tolist(), groups)})
+        return self._negatives_of[1]
 
     def _identity_scores(self, hits: Hits, i: int, query: np.ndarray) -> dict[int, float]:
         """Identity index -> score, over identities with a template in query i's hits."""
@@ -134,6 +169,19 @@ class Matcher:
             self._rows_of = (labels, order, starts)
         _, order, starts = self._rows_of
         return order[starts[owner]:starts[owner + 1]]
+
+
+def _unrefused(ranked: list[tuple[int, float]], labels: Labels, query: np.ndarray, threshold: float,
+               refusing: dict[str, np.ndarray]) -> tuple[int | None, str | None]:
+    """(position in `ranked` of the best identity not refused or None, the first name refused before it).
+    Only identities that would be named are checked: below the threshold a refusal changes nothing."""
+    refused = None
+    for position, (owner, score) in enumerate(ranked):
+        negatives = refusing.get(labels.identity_ids[owner])
+        if score < threshold or negatives is None or float((negatives @ query).max()) <= score:
+            return position, refused
+        refused = refused or labels.names[owner]
+    return None, refused
 
 
 def _full(hits: Hits, i: int) -> bool:

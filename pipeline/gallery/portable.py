@@ -3,7 +3,12 @@
     {"format": "facestream-gallery", "version": 1, "gallery": "default", "fingerprint": "<model>",
      "dtype": "int8", "dim": 128, "exported": "2025-01-01T00:00:00+00:00",
      "identities": [{"name": "Ada", "created": 1735689600.0, "metadata": {...},
-                     "template_ids": ["a1", "a2"], "templates": "<base64, n*dim*4 bytes>"}]}
+                     "template_ids": ["a1", "a2"], "templates": "<base64, n*dim*4 bytes>",
+                     "negative_ids": ["n1"], "negatives": "<base64>"}]}
+
+`negative_ids`/`negatives` (store.add_negatives: "this face is not Ada") appear only for identities that have
+negatives, so a file of a gallery without any is what older versions wrote and read. On import an identity's
+negatives are written in a second transaction after its templates; importing again completes an interrupted one.
 
 Templates are always written as float32 (an int8 gallery's are decoded; re-encoding them gives the same
 codes back), so a file moves between float32 and int8 galleries. Each identity is read in one
@@ -31,6 +36,7 @@ from pipeline.gallery.store import GalleryStore
 FORMAT = "facestream-gallery"
 VERSION = 1
 _FIELDS = ("name", "created", "metadata", "template_ids", "templates")
+_NEGATIVE_FIELDS = ("negative_ids", "negatives")  # optional, together
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class ImportResult:
     created: int  # of which new to the gallery
     added: int  # templates written
     duplicates: int  # templates the gallery already had (by identity and template id)
+    negatives: int = 0  # negative templates written
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class _Person:
     metadata: dict
     template_ids: list[str]
     templates: np.ndarray
+    negative_ids: list[str]
+    negatives: np.ndarray
 
 
 def export_gallery(store: GalleryStore, path: str | Path) -> int:
@@ -59,9 +68,12 @@ def export_gallery(store: GalleryStore, path: str | Path) -> int:
         if found is None:
             continue  # removed while we exported
         current, template_ids, templates = found
-        people.append({"name": current.name, "created": current.created, "metadata": current.metadata,
-                       "template_ids": template_ids,
-                       "templates": base64.b64encode(templates.astype("<f4").tobytes()).decode("ascii")})
+        person = {"name": current.name, "created": current.created, "metadata": current.metadata,
+                  "template_ids": template_ids, "templates": _base64(templates)}
+        negative_ids, negatives = store.read_negatives(current.id)
+        if negative_ids:
+            person.update(negative_ids=negative_ids, negatives=_base64(negatives))
+        people.append(person)
     if store.meta().get("fingerprint") != meta.get("fingerprint"):
         raise GalleryError(f"gallery {store.gallery!r} was re-enrolled with another model during the export; "
                            "export again")
@@ -86,14 +98,16 @@ def import_gallery(store: GalleryStore, path: str | Path) -> ImportResult:
     if not people:
         return ImportResult(0, 0, 0, 0)
     store.bind(store.meta(), dim, fingerprint)  # raises on a model/dim/dtype mismatch before any write
-    created = added = duplicates = 0
+    created = added = duplicates = negatives = 0
     for person in people:
         result = store.import_identity(person.name, person.templates, person.template_ids, fingerprint,
                                        person.metadata, person.created)
         created += result.created
         added += result.added
         duplicates += result.duplicates
-    return ImportResult(len(people), created, added, duplicates)
+        if person.negative_ids:
+            negatives += store.add_negatives(person.name, person.negatives, person.negative_ids)
+    return ImportResult(len(people), created, added, duplicates, negatives)
 
 
 def read_gallery_file(path: str | Path) -> tuple[str | None, int | None, list[_Person]]:
@@ -132,36 +146,47 @@ def read_gallery_file(path: str | Path) -> tuple[str | None, int | None, list[_P
 
 
 def _person(raw: object, dim: int, where: str) -> _Person:
-    if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
+    if not isinstance(raw, dict) or set(raw) not in (set(_FIELDS), set(_FIELDS + _NEGATIVE_FIELDS)):
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-        raise GalleryError(f"{where} must be an object with exactly the fields {list(_FIELDS)}, got {got}")
+        raise GalleryError(f"{where} must be an object with exactly the fields {list(_FIELDS)} (and optionally "
+                           f"{list(_NEGATIVE_FIELDS)}), got {got}")
     try:
         name = validate_name(raw["name"])
-        tids = raw["template_ids"]
-        if not isinstance(tids, list) or not tids:
-            raise GalleryError(f"\"template_ids\" must be a non-empty list, got {tids!r}")
-        tids = [validate_template_id(t) for t in tids]
-        if len(set(tids)) != len(tids):
-            raise GalleryError("\"template_ids\" repeats an id")
+        tids = _ids(raw["template_ids"], "template_ids")
+        negative_ids = _ids(raw["negative_ids"], "negative_ids") if "negative_ids" in raw else []
         created = raw["created"]
         if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
             raise GalleryError(f"\"created\" must be a Unix time, got {created!r}")
         if not isinstance(raw["metadata"], dict):
             raise GalleryError(f"\"metadata\" must be an object, got {type(raw['metadata']).__name__}")
-        templates = _templates(raw["templates"], len(tids), dim)
+        templates = _templates(raw["templates"], len(tids), dim, "templates")
+        negatives = _templates(raw["negatives"], len(negative_ids), dim, "negatives") if negative_ids else None
     except GalleryError as exc:
         raise GalleryError(f"{where} ({raw.get('name')!r}): {exc}") from None
-    return _Person(name, float(created), raw["metadata"], tids, templates)
+    return _Person(name, float(created), raw["metadata"], tids, templates, negative_ids, negatives)
 
 
-def _templates(text: object, count: int, dim: int) -> np.ndarray:
+def _ids(ids: object, field: str) -> list[str]:
+    if not isinstance(ids, list) or not ids:
+        raise GalleryError(f"\"{field}\" must be a non-empty list, got {ids!r}")
+    ids = [validate_template_id(t) for t in ids]
+    if len(set(ids)) != len(ids):
+        raise GalleryError(f"\"{field}\" repeats an id")
+    return ids
+
+
+def _base64(rows: np.ndarray) -> str:
+    return base64.b64encode(rows.astype("<f4").tobytes()).decode("ascii")
+
+
+def _templates(text: object, count: int, dim: int, field: str) -> np.ndarray:
     if not isinstance(text, str):
-        raise GalleryError("\"templates\" must be a base64 string")
+        raise GalleryError(f"\"{field}\" must be a base64 string")
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error) as exc:
-        raise GalleryError(f"\"templates\" is not valid base64: {exc}") from None
+        raise GalleryError(f"\"{field}\" is not valid base64: {exc}") from None
     if len(data) != count * dim * 4:
-        raise GalleryError(f"\"templates\" holds {len(data)} bytes; {count} float32 template(s) of dim {dim} "
+        raise GalleryError(f"\"{field}\" holds {len(data)} bytes; {count} float32 template(s) of dim {dim} "
                            f"need {count * dim * 4}")
     return codec.check_embeddings(np.frombuffer(data, dtype="<f4").reshape(count, dim), dim)

@@ -1,11 +1,13 @@
 """The gallery in Redis: identities, their templates, and the change stream every mirror follows.
 
-Every write (add, remove, rename, import, clear) is one MULTI/EXEC under WATCH of the gallery's `head`
-key, which every write also updates: two writers of one gallery can never interleave (the loser's EXEC
-fails and it retries on fresh reads), and the change-stream entry is appended in the same transaction,
-so a reader never sees half an identity nor a change that is not in the stream. Key layout: keys.py; what an
-add writes (decided before the transaction): identity.py; the gallery's dtype/dim/model: binding.py; stream
-entries: changes.py. `GalleryStore.open` is the one way callers open an existing or new gallery.
+Every write (add, remove, rename, import, clear, and the edits of template_edits.py) is one MULTI/EXEC under
+WATCH of the gallery's `head` key, which every write also updates: two writers of one gallery can never
+interleave (the loser's EXEC fails and it retries on fresh reads), and the change-stream entry is appended in
+the same transaction, so a reader never sees half an identity nor a change that is not in the stream. Key
+layout: keys.py; what an add writes (decided before the transaction): identity.py; the gallery's
+dtype/dim/model: binding.py; stream entries: changes.py; negatives and template removal: template_edits.py;
+other writers joining a transaction (`also`): plan.py. `GalleryStore.open` is the one way callers open an
+existing or new gallery.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +42,9 @@ from pipeline.gallery.identity import (
 )
 from pipeline.gallery.keys import CHANGES_MAXLEN, GalleryKeys, element, element_identity, validate_gallery
 from pipeline.gallery.names import validate_name
+from pipeline.gallery.plan import Hook, Plan, with_hook
 from pipeline.gallery.snapshot import Snapshot, freeze
+from pipeline.gallery.template_edits import TemplateEdits
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +52,7 @@ MAX_ATTEMPTS = 200  # WATCH conflicts before giving up; each loser retries after
 READ_CHUNK = 1000  # identities per pipelined read
 
 
-@dataclass
-class _Plan:
-    """What a write decided from its reads: its result, the commands to queue, the change to log."""
-
-    result: Any
-    write: Callable[[Any], None] = lambda pipe: None
-    op: str | None = None  # None: nothing to write
-    ids: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-
-class GalleryStore:
+class GalleryStore(TemplateEdits):
     """`GalleryStore(client, "default", dtype="int8")`; `reconnect` makes a new client after a failure
     (an embedded server restarted on another port), otherwise the client's pool reconnects by itself."""
 
@@ -154,25 +147,43 @@ class GalleryStore:
         """The rows of those `identity_ids` that exist (`stream_id` "0-0": the caller knows which)."""
         with self._errors("read identities"):
             meta = self.meta() if meta is None else meta
-            ids, names, blobs, owner = [], [], [], []
+            ids, names, blobs, owner, negatives, negative_owner = [], [], [], [], [], []
             for start in range(0, len(identity_ids), READ_CHUNK):
                 chunk = identity_ids[start:start + READ_CHUNK]
-                pipe = self.client.pipeline(transaction=False)  # one key per identity: each read is atomic
+                # Not a transaction: each key is read atomically, and a write landing between an identity and its
+                # negatives logs a change after the caller's stream id, so the mirror re-fetches it anyway.
+                pipe = self.client.pipeline(transaction=False)
+                pipe.smismember(self.keys.negative_ids, chunk)
                 for identity_id in chunk:
                     pipe.hgetall(self.keys.identity(identity_id))
-                for identity_id, fields in zip(chunk, pipe.execute()):
+                flagged, *replies = pipe.execute()
+                refused = self._negatives_of([i for i, f in zip(chunk, flagged) if f])
+                for identity_id, fields in zip(chunk, replies):
                     record = fields.pop(RECORD_FIELD, None)
                     if record is None:
                         continue  # removed since the caller learnt its id
                     owner += [len(ids)] * len(fields)
                     blobs += [fields[key] for key in sorted(fields)]
+                    mine = refused.get(identity_id, {})
+                    negative_owner += [len(ids)] * len(mine)
+                    negatives += [mine[key] for key in sorted(mine)]
                     ids.append(identity_id)
                     names.append(json.loads(record)["name"])
-        dtype = meta.get("dtype", self.dtype)
-        matrix, scales = codec.decode(blobs, dtype, int(meta.get("dim", 0)))
+        dtype, dim = meta.get("dtype", self.dtype), int(meta.get("dim", 0))
+        matrix, scales = codec.decode(blobs, dtype, dim)
         return Snapshot(stream_id="0-0", fingerprint=meta.get("fingerprint") or None, dtype=dtype,
                         identity_ids=ids, names=names, matrix=matrix, scales=scales,
-                        owner=np.asarray(owner, dtype=np.int32))
+                        owner=np.asarray(owner, dtype=np.int32), negatives=codec.to_float(*codec.decode(
+                            negatives, dtype, dim)), negative_owner=np.asarray(negative_owner, dtype=np.int32))
+
+    def _negatives_of(self, identity_ids: list[str]) -> dict[str, dict]:
+        """identity id -> its negatives hash, for identities known to have some (one round trip, none if none)."""
+        if not identity_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for identity_id in identity_ids:
+            pipe.hgetall(self.keys.negatives(identity_id))
+        return dict(zip(identity_ids, pipe.execute()))
 
     def read_full(self, identity_id: str) -> tuple[Identity, list[str], np.ndarray] | None:
         """(identity, its template ids, its float32 templates in that order), or None if absent."""
@@ -208,11 +219,18 @@ class GalleryStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str], fingerprint: str,
-            metadata: dict | None = None) -> AddResult:
+            metadata: dict | None = None, *, also: Hook | None = None, watch: Sequence[str] = ()) -> AddResult:
         """Add templates to `name` (created if new; `metadata` merged into its metadata). A template id
-        the identity already has is counted as a duplicate and not stored again."""
+        the identity already has is counted as a duplicate and not stored again.
+
+        `also(identity_id)` lets another writer of this gallery's hash tag join the transaction: it runs on fresh
+        reads (through `self.client`) under WATCH of the gallery's head and of the `watch` keys, and returns a
+        writer whose commands are queued in the same MULTI. A watched key changing retries the whole write; a
+        GalleryError from `also` writes nothing. With `also` the write commits even if every template is a
+        duplicate, so the other writer's commands always land.
+        """
         entry = encode_entries([(name, embeddings, template_ids)], self.dtype, metadata=[metadata])[0]
-        return self._write([entry], fingerprint, "add")[0]
+        return self._write([entry], fingerprint, "add", also, watch)[0]
 
     def add_many(self, items: Iterable[tuple[str, np.ndarray, Sequence[str]]], fingerprint: str,
                  batch: int = 500) -> int:
@@ -233,34 +251,36 @@ class GalleryStore:
         entry = encode_entries([(name, embeddings, template_ids)], self.dtype, [metadata], [created])[0]
         return self._write([entry], fingerprint, "import")[0]
 
-    def remove(self, name: str) -> int:
-        """Delete the identity and every template of it; returns the number of templates removed."""
+    def remove(self, name: str, *, also: Hook | None = None, watch: Sequence[str] = ()) -> int:
+        """Delete the identity, every template and negative of it; returns the number of templates removed.
+        `also`, `watch`: as for `add` (e.g. delete what other writers keep about the person in the same MULTI)."""
         name = validate_name(name)
 
-        def prepare(pipe, meta) -> _Plan:
+        def prepare(pipe, meta) -> Plan:
             identity_id = self._require_id(name)
             tids = [t.decode() for t in self.client.hkeys(self.keys.identity(identity_id)) if t != RECORD_FIELD]
             last = self.client.hlen(self.keys.names) == 1
 
             def write(p) -> None:
-                p.unlink(self.keys.identity(identity_id))
+                p.unlink(self.keys.identity(identity_id), self.keys.negatives(identity_id))
+                p.srem(self.keys.negative_ids, identity_id)
                 p.hdel(self.keys.names, name)
                 if meta.get("server_index") == "1":
                     for tid in tids:
                         p.execute_command("VREM", self.keys.vset, element(identity_id, tid))
                 if last:  # an empty gallery may be re-enrolled with another model
                     p.hdel(self.keys.meta, "fingerprint")
-            return _Plan(len(tids), write, "remove", [identity_id], [name])
-        return self._commit(prepare, "remove")
+            return with_hook(Plan(len(tids), write, "remove", [identity_id], [name]), also, identity_id, name)
+        return self._commit(prepare, "remove", self._watched(watch))
 
     def rename(self, old: str, new: str) -> Identity:
         old, new = validate_name(old), validate_name(new)
 
-        def prepare(pipe, meta) -> _Plan:
+        def prepare(pipe, meta) -> Plan:
             identity_id = self._require_id(old)
             found = self._identities([identity_id])[0]
             if new == old:
-                return _Plan(found)
+                return Plan(found)
             if self.client.hexists(self.keys.names, new):
                 raise GalleryError(f"cannot rename {old!r} to {new!r}: gallery {self.gallery!r} already has "
                                    f"an identity named {new!r}")
@@ -269,29 +289,32 @@ class GalleryStore:
             def write(p) -> None:
                 p.hdel(self.keys.names, old).hset(self.keys.names, new, identity_id)
                 p.hset(self.keys.identity(identity_id), RECORD_FIELD, record_of(renamed))
-            return _Plan(renamed, write,
+            return Plan(renamed, write,
                          "rename", [identity_id], [new])
         return self._commit(prepare, "rename")
 
     def clear(self) -> None:
-        """Drop every identity, template and setting of the gallery; `head` stays, so mirrors notice."""
-        def prepare(pipe, meta) -> _Plan:
+        """Drop every identity, template, negative and setting of the gallery; `head` stays, so mirrors notice."""
+        def prepare(pipe, meta) -> Plan:
             ids = [i.decode() for i in self.client.hvals(self.keys.names)]
-            keys = [self.keys.identity(i) for i in ids] + [self.keys.meta, self.keys.names, self.keys.vset]
+            keys = [self.keys.identity(i) for i in ids] + [self.keys.negatives(i) for i in ids]
+            keys += [self.keys.meta, self.keys.names, self.keys.vset, self.keys.negative_ids]
 
             def write(p) -> None:
                 for start in range(0, len(keys), 10_000):
                     p.unlink(*keys[start:start + 10_000])
                 p.xtrim(self.keys.changes, maxlen=0)
-            return _Plan(None, write, "clear", [], [])  # ids not listed: a mirror re-snapshots on clear
+            return Plan(None, write, "clear", [], [])  # ids not listed: a mirror re-snapshots on clear
         self._commit(prepare, "clear")
 
     # -- internals ------------------------------------------------------------------------------
-    def _write(self, entries: list[Entry], fingerprint: str, op: str) -> list[AddResult]:
-        """Add `entries` (one transaction); an entry whose templates are all known writes nothing."""
+    def _write(self, entries: list[Entry], fingerprint: str, op: str, also: Hook | None = None,
+               watch: Sequence[str] = ()) -> list[AddResult]:
+        """Add `entries` (one transaction); an entry whose templates are all known writes nothing, unless
+        hooked (`also`: single-entry adds only)."""
         names = list(dict.fromkeys(e.name for e in entries))
 
-        def prepare(pipe, meta) -> _Plan:
+        def prepare(pipe, meta) -> Plan:
             updates, indexed = self.bind(meta, entries[0].rows.shape[1], fingerprint)
             known = {n: i.decode() for n, i in zip(names, self.client.hmget(self.keys.names, names)) if i}
             state = self._known_state(known)
@@ -310,8 +333,9 @@ class GalleryStore:
                     p.hset(self.keys.names, mapping=new)
                 for identity_id in touched:
                     self._queue_identity(p, state[identity_id], indexed)
-            return _Plan(results, write, op if touched else None, list(touched), list(touched.values()))
-        return self._commit(prepare, op)
+            plan = Plan(results, write, op if touched else None, list(touched), list(touched.values()))
+            return with_hook(plan, also, results[0].identity.id, results[0].identity.name, op)
+        return self._commit(prepare, op, self._watched(watch))
 
     def _known_state(self, known: dict[str, str]) -> dict[str, Pending]:
         """Per existing identity id: its record and template ids, read in one pipeline."""
@@ -339,12 +363,13 @@ class GalleryStore:
                 p.execute_command("VADD", self.keys.vset, "FP32", row.astype("<f4").tobytes(),
                                   element(identity.id, tid), quant, "SETATTR", attribute)
 
-    def _commit(self, prepare: Callable[[Any, dict], _Plan], what: str) -> Any:
-        """Run `prepare` on fresh reads under WATCH of `head`, then its writes + change entry in MULTI."""
+    def _commit(self, prepare: Callable[[Any, dict], Plan], what: str, watch: Sequence[str] = ()) -> Any:
+        """Run `prepare` on fresh reads under WATCH of `head` (and `watch`), then its writes + change entry in
+        MULTI."""
         for attempt in range(MAX_ATTEMPTS):
             with self._errors(what), self.client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(self.keys.head)
+                    pipe.watch(self.keys.head, *watch)
                     seq, epoch = self._head_for_write(pipe)
                     plan = prepare(pipe, text(pipe.hgetall(self.keys.meta)))
                     if plan.op is None:
@@ -366,10 +391,19 @@ class GalleryStore:
             seq = pipe.xinfo_stream(self.keys.changes)["last-generated-id"].split(b"-")[0]
         return int(seq or 0), (epoch.decode() if epoch else secrets.token_hex(8))
 
-    def _log(self, pipe, seq: int, epoch: str, plan: _Plan) -> None:
+    def _log(self, pipe, seq: int, epoch: str, plan: Plan) -> None:
         pipe.hset(self.keys.head, mapping={"seq": seq, "epoch": epoch})
         pipe.xadd(self.keys.changes, change_fields(plan.op, plan.ids, plan.names, epoch), id=f"{seq}-0",
                   maxlen=CHANGES_MAXLEN, approximate=True)
+
+    def _watched(self, watch: Sequence[str]) -> tuple[str, ...]:
+        """`watch` keys checked to share the gallery's hash tag (a transaction cannot span Cluster slots)."""
+        keys = (watch,) if isinstance(watch, str) else tuple(watch)
+        for key in keys:
+            if not isinstance(key, str) or not key.startswith(self.keys.base + ":"):
+                raise GalleryError(f"watched key {key!r} is not a key of gallery {self.gallery!r} (it must start "
+                                   f"with {self.keys.base + ':'!r} to share its hash tag)")
+        return keys
 
     def _require_id(self, name: str) -> str:
         identity_id = self.client.hget(self.keys.names, name)

@@ -249,3 +249,13 @@ def _falling(value: float, strict: float, ceiling: float) -> float:
     if value > ceiling:
         return -1.0
     return 1.0 if value <= strict or ceiling <= strict else (ceiling - value) / (ceiling - strict)
+
+
+def face_quality(measures: dict) -> float:
+    """A [0, 1] ranking of faces that passed the gates, for choosing which to keep (sightings, naming): larger
+    (saturating at 112 px, the embedder's crop), sharper (saturating at 100, ~3x the gate), more frontal."""
+    size = min(float(measures.get("face_px", 0.0)) / 112.0, 1.0)
+    sharp = min(float(measures.get("sharpness", 0.0)) / 100.0, 1.0)
+    pose = max(0.0, math.cos(math.radians(float(measures.get("yaw", 90.0))))
+               * math.cos(math.radians(float(measures.get("pitch", 90.0)))))
+    return round(size * (0.5 + 0.5 * sharp) * pose * float(measures.get("score", 0.0)), 4)

@@ -25,6 +25,7 @@ import redis
 
 from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
+from pipeline.unknowns.clustering import track_query
 from pipeline.unknowns.keys import (
     CLUSTER_PREFIX,
     IDENTITY_ALIAS,
@@ -85,12 +86,15 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Members:
-    """Every cluster's sightings as one matrix, for assignment: `owner[row]` indexes `cluster_ids`."""
+    """The clusters as assignment sees them: one row per member track, `owner[row]` indexing `cluster_ids`;
+    `sums`/`counts` over every track of each cluster (what re-clustering compares)."""
 
     cluster_ids: list[str]
     created: list[float]
-    matrix: np.ndarray  # (M, dim) float32
+    matrix: np.ndarray  # (M, dim) float32 unit track queries
     owner: np.ndarray  # (M,) int64
+    sums: np.ndarray  # (C, dim) float64
+    counts: np.ndarray  # (C,) int64
     seq: int  # the unknowns' head when read
 
 
@@ -181,30 +185,31 @@ class UnknownStore:
             found = self._read([sid.decode()], False) if sid else []
         return found[0] if found else None
 
-    def members(self) -> Members:
-        """Every cluster's sightings (embeddings only), read at one head."""
+    def members(self, max_members: int = 16) -> Members:
+        """Every cluster as the clusterer sees it, read at one head: one member per track (the unit mean of the
+        track's sightings), the first `max_members` tracks of each cluster, and the sums over all of them."""
         with self._errors("read members"):
             seq = self.head()
             records = self.client.hgetall(self.keys.clusters)
             ids = sorted(k.decode() for k in records)
             pipe = self.client.pipeline(transaction=False)
             for cluster_id in ids:
-                pipe.zrange(self.keys.owned(cluster_id), 0, -1)
+                pipe.zrange(self.keys.owned(cluster_id), 0, -1)  # oldest first
             sid_lists = pipe.execute()
             pipe = self.client.pipeline(transaction=False)
             for sids in sid_lists:
                 for sid in sids:
-                    pipe.hget(self.keys.sighting(sid.decode()), "emb")
-            blobs = iter(pipe.execute())
-        rows, owner = [], []
-        for index, sids in enumerate(sid_lists):
+                    pipe.hmget(self.keys.sighting(sid.decode()), "emb", "camera", "track")
+            replies = iter(pipe.execute())
+        tracks: list[dict[tuple[bytes, bytes], list[bytes]]] = []
+        for sids in sid_lists:
+            by_track: dict[tuple[bytes, bytes], list[bytes]] = {}
             for _ in sids:
-                blob = next(blobs)
+                blob, camera, track = next(replies)
                 if blob is not None:  # expired by its backstop TTL before purge got to it
-                    rows.append(blob)
-                    owner.append(index)
-        created = [json.loads(records[i.encode()])["created"] for i in ids]
-        return Members(ids, created, _decode(rows), np.asarray(owner, np.int64), seq)
+                    by_track.setdefault((camera, track), []).append(blob)
+            tracks.append(by_track)
+        return _members(ids, [json.loads(records[i.encode()])["created"] for i in ids], tracks, max_members, seq)
 
     def stats(self) -> dict:
         with self._errors("read stats"):
@@ -518,6 +523,20 @@ class UnknownStore:
 def _cluster(cluster_id: str, record: bytes, sightings: int, cameras: tuple[str, ...] = ()) -> Cluster:
     data = json.loads(record)
     return Cluster(cluster_id, float(data["created"]), float(data["last_seen"]), int(sightings), cameras)
+
+
+def _members(ids: list[str], created: list[float], tracks: list[dict], max_members: int, seq: int) -> Members:
+    rows, owner, sums, counts = [], [], [], []
+    for index, by_track in enumerate(tracks):
+        queries = [track_query(_decode(blobs)) for blobs in by_track.values()]
+        rows += queries[:max_members]
+        owner += [index] * min(len(queries), max_members)
+        sums.append(np.sum(queries, axis=0, dtype=np.float64) if queries else None)
+        counts.append(len(queries))
+    dim = rows[0].size if rows else 0
+    sums = np.stack([s if s is not None else np.zeros(dim) for s in sums]) if ids else np.zeros((0, dim))
+    matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return Members(ids, created, matrix, np.asarray(owner, np.int64), sums, np.asarray(counts, np.int64), seq)
 
 
 def _owner_entry(owner: str, event_id: str | None) -> str:

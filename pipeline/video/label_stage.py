@@ -28,6 +28,7 @@ class ShownFace:
     similarity: float | None
     anon_id: str
     predicted: bool
+    unknown_id: str | None = None  # the unknown person's stable id, when the track has one
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Annotated:
 
 
 class LabelStage:
-    """`annotate(tracked, received)` -> `Annotated`: "#<track id> <name or anonymous id> <similarity>" per box."""
+    """`annotate(tracked, received)` -> `Annotated`: "#<track id> <name, unknown id or anonymous id> <similarity>"
+    per box."""
 
     def annotate(self, tracked: Tracked, received: float) -> Annotated:
         labels = tuple(box_label(track, predicted) for track, predicted in tracked.shown)
@@ -60,7 +62,7 @@ def shown_similarity(track: Track) -> float | None:
 
 def box_label(track: Track, predicted: bool) -> BoxLabel:
     identity, similarity = shown_identity(track), shown_similarity(track)
-    text = f"#{track.id} {identity or track.anon_id}"
+    text = f"#{track.id} {identity or track.unknown_id or track.anon_id}"
     if track.in_doubt:
         text += " ?"
     elif similarity is not None:
@@ -75,4 +77,4 @@ def shown_face(track: Track, predicted: bool, tracked: Tracked, row: int | None)
     similarity = shown_similarity(track)
     similarity = None if similarity is None else round(similarity, 4)
     return ShownFace(tuple(round(float(v), 1) for v in track.box), landmarks, track.id, shown_identity(track),
-                     similarity, track.anon_id, predicted)
+                     similarity, track.anon_id, predicted, track.unknown_id)

@@ -22,6 +22,7 @@ from pipeline.core.frames import Frame
 from pipeline.core.protocols import Matcher
 from pipeline.gallery.matcher import Match
 from pipeline.recognise.judge import FaceJudge
+from pipeline.recognise.quality import face_quality
 from pipeline.video.metrics import StageMetrics
 from pipeline.video.track_stage import Tracked
 from pipeline.video.tracker import Track
@@ -39,6 +40,7 @@ class Candidate:
     verify: bool = False  # the track is decided: this face checks it is still the same person
     weight: float = 1.0  # the vote's weight from the face's quality (1: passed the strict gates)
     strong: bool = True  # passed the strict gates (weak evidence alone never confirms a name)
+    quality: float = 0.0  # recognise.quality.face_quality: which faces of a track are worth keeping
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class MatchStage:
                         continue
                     self._weak_due[key] = self.weak_every - 1
                 if judged.usable:
-                    candidates.append(Candidate(item.frame, a.track, judged.crop, a.verify, judged.weight, judged.ok))
+                    candidates.append(Candidate(item.frame, a.track, judged.crop, a.verify, judged.weight, judged.ok,
+                                                face_quality(judged.verdict.measures)))
                     self.weak += not judged.ok
                     self.verified += a.verify
                 else:

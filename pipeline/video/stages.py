@@ -20,7 +20,8 @@ from pipeline.core.frames import Frame
 from pipeline.core.protocols import Detector, Matcher
 from pipeline.events import EventBus
 from pipeline.recognise.judge import FaceJudge
-from pipeline.video.event_stage import IDENTITY_TAKEN, EventStage
+from pipeline.unknowns.recorder import UnknownRecorder
+from pipeline.video.event_stage import IDENTITY_TAKEN, EventStage, SelfEnrol
 from pipeline.video.identity_assignment import IdentityArbiter
 from pipeline.video.label_stage import Annotated, LabelStage
 from pipeline.video.match_stage import MatchStage
@@ -87,11 +88,13 @@ class RecogniseStage:
     def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
-                 verifier: Verifier | None = None, weak_every: int = 3):
+                 verifier: Verifier | None = None, weak_every: int = 3, unknowns: UnknownRecorder | None = None,
+                 self_enrol: SelfEnrol | None = None):
         self.metrics = metrics
         self.tracking = TrackStage(new_tracker, scene_cut)
         self.matching = MatchStage(judge, matcher, metrics, weak_every)
-        self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier)
+        self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier, unknowns,
+                                 self_enrol)
         self.arbiter = IdentityArbiter()
         self.labels = LabelStage()
 
@@ -110,6 +113,7 @@ class RecogniseStage:
         for track, item in losers:  # a shown name another face claims more strongly: recognised afresh
             self.events.split(track, item.frame, IDENTITY_TAKEN)
         tracked = self.tracking.refresh(tracked)  # tracks split while voting are shown as their successors
+        self.events.maintain()
         return [self.labels.annotate(t, received) for t, received in zip(tracked, batch.received, strict=True)]
 
     def finish(self) -> None:

@@ -4,7 +4,7 @@ video draws (non-tentative tracks), for benchmarks and audits that need per-fram
     {"camera": "cam0", "frame": 61, "time": 2.44, "detected": true,
      "faces": [{"box": [x1, y1, x2, y2], "landmarks": [[x, y] x 5] | null, "track": 9,
                 "identity": "Lin-Manuel Miranda" | null, "similarity": 0.71 | null, "anon_id": "cam0-t9",
-                "predicted": false}]}
+                "unknown_id": "unknown-3fa2b9c1" | null, "predicted": false}]}
 
 `identity` is the name on the box (the track's confirmed known identity); `landmarks` is null on frames the
 detector skipped (the box is the tracker's prediction). Fed from the `Annotated` records of the output thread,
@@ -28,7 +28,7 @@ def track_record(item: Annotated) -> dict:
 def face_record(face: ShownFace) -> dict:
     return {"box": list(face.box), "landmarks": [list(p) for p in face.landmarks] if face.landmarks else None,
             "track": face.track, "identity": face.identity, "similarity": face.similarity,
-            "anon_id": face.anon_id, "predicted": face.predicted}
+            "anon_id": face.anon_id, "unknown_id": face.unknown_id, "predicted": face.predicted}
 
 
 class TrackLog:

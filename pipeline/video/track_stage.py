@@ -77,6 +77,9 @@ class TrackStage:
     def confirm_identity(self, track: Track, identity: str | None, similarity: float) -> None:
         self.trackers[track.camera].confirm_identity(track, identity, similarity)
 
+    def set_unknown_id(self, track: Track, unknown_id: str | None) -> None:
+        self.trackers[track.camera].set_unknown_id(track, unknown_id)
+
     def show_similarity(self, track: Track, similarity: float) -> None:
         self.trackers[track.camera].show_similarity(track, similarity)
 

@@ -32,7 +32,8 @@ detected frame, that very detection); the stage ends the doubt (`resolve_doubt`)
 splits the track.
 
 Only the tracker writes into a `Track`: the stages read tracks and hand decisions back through
-`confirm_identity`, `show_similarity`, `observe`, `resolve_doubt` and `split`. Settings are plain values, validated where config is read
+`confirm_identity`, `set_unknown_id`, `show_similarity`, `observe`, `resolve_doubt` and `split`. Settings are plain
+values, validated where config is read
 (`pipeline.app.config.TrackerConfig`, whose defaults these equal).
 """
 
@@ -67,6 +68,7 @@ class Track:
     age: int = 0  # frames since the first detection
     best_quality: float = 0.0  # best quality among the faces handed out for embedding
     anon_id: str = ""  # stable anonymous id ("cam0-t7") for people nobody enrolled
+    unknown_id: str | None = None  # the unknown person's cluster ("unknown-3fa2b9c1"), across tracks and days
     identity: str | None = None  # the confirmed identity (`IouTracker.confirm_identity`)
     similarity: float | None = None  # shown on the box: the latest match's, then the confirmation's
     identity_confirmed: bool = False  # a known identity or "unknown" was confirmed
@@ -210,6 +212,10 @@ class IouTracker:
         """The voter confirmed `identity` (None: unknown) for `track`: shown from now on, and the face is no
         longer embedded every frame (only on a quality gain or `reembed_every`)."""
         track.identity, track.similarity, track.identity_confirmed = identity, float(similarity), True
+
+    def set_unknown_id(self, track: Track, unknown_id: str | None) -> None:
+        """The unknown-people directory placed the track's person in cluster `unknown_id` (None: a name now)."""
+        track.unknown_id = unknown_id
 
     def observe(self, track: Track, embedding: np.ndarray, weight: float = 1.0) -> None:
         """A face of `track` was embedded and agrees with it: fold it into the track's appearance."""

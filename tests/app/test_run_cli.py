@@ -100,3 +100,31 @@ def test_errors_are_one_line_and_exit_2(args, message, shared_data, capsys, keep
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_photos_give_unknown_faces_one_id_per_person_across_the_folder(tmp_path, redis_server, shared_data, capsys,
+                                                                       keep_sigint, keep):
+    """Three photos of Colin Powell and one of Tony Blair, nobody enrolled: one id for Powell's three faces,
+    another for Blair's, parallel to boxes and names; with unknowns.keep=false nothing reaches Redis."""
+    people = shared_data / "lfw" / "images"
+    photos = [*sorted((people / "Colin_Powell").glob("*.jpg"))[:3], sorted((people / "Tony_Blair").glob("*.jpg"))[0]]
+    gallery = f"test-photo-unknowns-{keep}"
+    client = redis_server.client()
+    for key in client.scan_iter(f"fs:{{{gallery}}}:*"):
+        client.delete(key)
+    args = [a for p in photos for a in ("--source", str(p))]
+    code = run.main(args + ["--gallery", gallery, "--redis-url", redis_server.url, "--output", str(tmp_path),
+                            "--set", f"unknowns.keep={str(keep).lower()}"])
+    assert code == 0
+    records = json.loads((tmp_path / "detections.json").read_text())
+    main = {}
+    for r in records:
+        assert len(r["unknown_ids"]) == len(r["boxes"]) == len(r["names"])
+        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in r["boxes"]]
+        main[Path(r["image"]).stem] = r["unknown_ids"][areas.index(max(areas))]
+    powell = {v for k, v in main.items() if k.startswith("Colin")}
+    assert len(powell) == 1 and None not in powell and main["Tony_Blair_0001"] not in powell | {None}
+    kept = [k for k in client.scan_iter(f"fs:{{{gallery}}}:sight*")]
+    assert bool(kept) == keep
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["unknown_people"] >= 2

@@ -59,6 +59,20 @@ def test_export_import_round_trip(source, redis_client, tmp_path):
     assert target.get("Ada").templates == 3
 
 
+def test_negatives_travel_with_their_identity(source, redis_client, tmp_path):
+    faces = unit(2, seed=7)
+    source.add_negatives("Ada", faces, ["not-1", "not-0"])
+    path = tmp_path / "gallery.json"
+    export_gallery(source, path)
+    people = {p["name"]: p for p in json.loads(path.read_text(encoding="utf-8"))["identities"]}
+    assert people["Ada"]["negative_ids"] == ["not-0", "not-1"] and "negatives" not in people["李小龍"]
+    target = GalleryStore(redis_client, "dst")
+    assert import_gallery(target, path).negatives == 2
+    np.testing.assert_array_equal(target.negatives("Ada"), faces[[1, 0]])
+    assert target.negatives("李小龍").shape == (0, 128)
+    assert import_gallery(target, path).negatives == 0  # idempotent like templates
+
+
 def test_int8_gallery_exports_float32_and_reimports_the_same_codes(redis_client, tmp_path):
     store = GalleryStore(redis_client, "q", dtype="int8")
     store.add("Ada", unit(4), ["0", "1", "2", "3"], "m")
@@ -107,6 +121,10 @@ def corrupt(doc: dict, case: str) -> dict:
         "repeated-template-id": lambda: doc["identities"][0].update(template_ids=["a0", "a0", "a1"]),
         "created": lambda: last.update(created="yesterday"),
         "metadata": lambda: last.update(metadata=[1, 2]),
+        "negatives-alone": lambda: last.update(negatives=last["templates"]),
+        "negative-ids-empty": lambda: last.update(negative_ids=[], negatives=""),
+        "negatives-length": lambda: last.update(negative_ids=["n0", "n1"], negatives=last["templates"]),
+        "negatives-nan": lambda: last.update(negative_ids=["n0"], negatives=base64.b64encode(nan.tobytes()).decode()),
     }
     edits[case]()
     return doc
@@ -117,7 +135,9 @@ BAD = {"format": "not a gallery file", "version": "version 99", "identities": "m
        "missing-field": "exactly the fields", "extra-field": "exactly the fields", "bad-name": "path separator",
        "duplicate-name": "appears twice", "base64": "not valid base64", "length": "holds 12 bytes",
        "nan": "NaN or inf", "non-unit": "unit length", "template-ids": "non-empty list",
-       "repeated-template-id": "repeats an id", "created": "Unix time", "metadata": "must be an object"}
+       "repeated-template-id": "repeats an id", "created": "Unix time", "metadata": "must be an object",
+       "negatives-alone": "exactly the fields", "negative-ids-empty": "negative_ids\" must be a non-empty list",
+       "negatives-length": "\"negatives\" holds 512 bytes", "negatives-nan": "NaN or inf"}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
