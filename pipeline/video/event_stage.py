@@ -13,7 +13,8 @@ With an `UnknownRecorder` (pipeline/unknowns) the strict faces of each track are
 unknown gets its stable `unknown_id` (the cluster of earlier tracks of that person, or a new one) on the
 identity_confirmed event, its box and its track_ended event; a known confirmation keeps its best face for
 `enroll.py reject` and search. `maintain()` (once per batch) runs the directory's due passes and announces
-their merges (`unknown_merged`). `self_enrol` (gallery.auto_enrol) is offered each known confirmation.
+their merges (`unknown_merged`). `self_enrol` (gallery.auto_enrol) is offered every strict face of a track
+confirmed as a known person, while the face still matches that person.
 """
 
 from __future__ import annotations
@@ -108,15 +109,21 @@ class EventStage:
                                                                  time.time(), candidate.quality, candidate.crop))
         confirmation = self.voter.vote(track.camera, track.id, match, frame.index, weight=candidate.weight,
                                        strong=candidate.strong)
-        if confirmation is None:
-            return
+        if confirmation is not None:
+            self._confirm(item, track, confirmation)
+        if (self.self_enrol is not None and track.identity_confirmed and not track.in_doubt
+                and track.identity is not None and match.identity == track.identity and match.identity_id):
+            # Every strict face of a confirmed track is offered (not only the confirming one): its best frontal
+            # frames come whenever they come. The rules decide (pipeline/gallery/self_enrol.py).
+            self.self_enrol(match.identity_id, item.embedding, match, candidate.strong)
+
+    def _confirm(self, item: Recognised, track: Track, confirmation) -> None:
+        frame, match = item.candidate.frame, item.match
         self.tracking.confirm_identity(track, confirmation.identity, confirmation.similarity)
         event_id = uuid.uuid4().hex
         identity_id = match.identity_id if match.identity == confirmation.identity else None
         if confirmation.identity is not None:
             self.identities[confirmation.identity] += 1
-            if self.self_enrol is not None and identity_id is not None:
-                self.self_enrol(identity_id, item.embedding, match, candidate.strong)
         if self.unknowns is not None:
             unknown_id = self.unknowns.confirmed((track.camera, track.id), identity_id, event_id) \
                 if confirmation.identity is None or identity_id is not None else None
