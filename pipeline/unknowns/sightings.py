@@ -16,16 +16,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
 import redis
 
 from pipeline.core.errors import GalleryError
-from pipeline.gallery import codec
-from pipeline.unknowns.clustering import track_query
 from pipeline.unknowns.keys import (
     CLUSTER_PREFIX,
     IDENTITY_ALIAS,
@@ -33,75 +28,27 @@ from pipeline.unknowns.keys import (
     validate_cluster_id,
     validate_owner,
 )
+from pipeline.unknowns.records import (
+    DAY_S,
+    Cluster,
+    Members,
+    Purged,
+    Seen,
+    Sighting,
+    cluster_of,
+    decode_rows,
+    encode_embeddings,
+    jpeg,
+    members_of,
+    owner_entry,
+    parse_owner,
+)
+
+__all__ = ["DAY_S", "Cluster", "Members", "Purged", "Seen", "Sighting", "UnknownStore"]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 200
-DAY_S = 86_400.0
-CROP_QUALITY = 80  # JPEG quality of a stored crop: ~2-3 kB at 96 px
-
-
-@dataclass(frozen=True)
-class Seen:
-    """A face to record: its unit embedding, where and when, and (optionally) the embedder's aligned RGB crop."""
-
-    embedding: np.ndarray
-    camera: str
-    track: str  # the track's anonymous id ("cam0-t9"), or the photo it came from
-    time: float  # wall clock (s since the epoch): retention counts from it
-    quality: float
-    crop: np.ndarray | None = None
-    event_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Sighting:
-    id: str
-    owner: str  # a cluster id or an identity id
-    camera: str
-    track: str
-    time: float
-    quality: float
-    event_id: str | None
-    embedding: np.ndarray  # (dim,) float32, decoded from int8
-    crop_jpeg: bytes | None = None
-
-    def as_dict(self) -> dict:
-        return {"id": self.id, "owner": self.owner, "camera": self.camera, "track": self.track,
-                "time": self.time, "quality": round(self.quality, 4), "event_id": self.event_id}
-
-
-@dataclass(frozen=True)
-class Cluster:
-    id: str
-    created: float
-    last_seen: float
-    sightings: int
-    cameras: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict:
-        return {"id": self.id, "created": self.created, "last_seen": self.last_seen, "sightings": self.sightings,
-                "cameras": list(self.cameras)}
-
-
-@dataclass(frozen=True)
-class Members:
-    """The clusters as assignment sees them: one row per member track, `owner[row]` indexing `cluster_ids`;
-    `sums`/`counts` over every track of each cluster (what re-clustering compares)."""
-
-    cluster_ids: list[str]
-    created: list[float]
-    matrix: np.ndarray  # (M, dim) float32 unit track queries
-    owner: np.ndarray  # (M,) int64
-    sums: np.ndarray  # (C, dim) float64
-    counts: np.ndarray  # (C,) int64
-    seq: int  # the unknowns' head when read
-
-
-@dataclass(frozen=True)
-class Purged:
-    sightings: int
-    clusters: int
 
 
 class UnknownStore:
@@ -134,7 +81,7 @@ class UnknownStore:
             for cluster_id in ids:
                 pipe.zcard(self.keys.owned(cluster_id))
             counts = pipe.execute()
-        found = [_cluster(i, records[i.encode()], n) for i, n in zip(ids, counts)]
+        found = [cluster_of(i, records[i.encode()], n) for i, n in zip(ids, counts)]
         return sorted(found, key=lambda c: -c.last_seen)
 
     def cluster(self, cluster_id: str) -> Cluster:
@@ -149,7 +96,7 @@ class UnknownStore:
             for sid in sids:
                 pipe.hget(self.keys.sighting(sid), "camera")
             cameras = sorted({c.decode() for c in pipe.execute() if c is not None})
-        return _cluster(cluster_id, record, len(sids), tuple(cameras))
+        return cluster_of(cluster_id, record, len(sids), tuple(cameras))
 
     def resolve(self, cluster_id: str) -> str:
         """The id a (possibly merged) cluster id stands for now: a cluster id, or "identity:<id>" once named."""
@@ -209,7 +156,7 @@ class UnknownStore:
                 if blob is not None:  # expired by its backstop TTL before purge got to it
                     by_track.setdefault((camera, track), []).append(blob)
             tracks.append(by_track)
-        return _members(ids, [json.loads(records[i.encode()])["created"] for i in ids], tracks, max_members, seq)
+        return members_of(ids, [json.loads(records[i.encode()])["created"] for i in ids], tracks, max_members, seq)
 
     def stats(self) -> dict:
         with self._errors("read stats"):
@@ -223,7 +170,7 @@ class UnknownStore:
     # -- writes ---------------------------------------------------------------------------------------
     def new_cluster(self, seen: Sequence[Seen]) -> str:
         """A new cluster holding `seen` (at least one face), created with them in one transaction."""
-        rows = self._encode(seen)
+        rows = encode_embeddings(seen)
         cluster_id = CLUSTER_PREFIX + secrets.token_hex(4)
 
         def prepare() -> tuple[str, Callable]:
@@ -242,7 +189,7 @@ class UnknownStore:
         """Record `seen` under `owner`: a cluster (followed through merges; GalleryError if it was forgotten or
         named) or an identity id. Returns the owner the sightings went to."""
         owner = validate_owner(owner)
-        rows = self._encode(seen)
+        rows = encode_embeddings(seen)
         is_cluster = owner.startswith(CLUSTER_PREFIX)
 
         def prepare() -> tuple[str, Callable]:
@@ -285,7 +232,7 @@ class UnknownStore:
             def write(p) -> None:
                 for other, sids in moving.items():
                     for sid, _, event in sids:
-                        p.hset(self.keys.owners, sid, _owner_entry(survivor, event))
+                        p.hset(self.keys.owners, sid, owner_entry(survivor, event))
                     p.zunionstore(self.keys.owned(survivor), [self.keys.owned(survivor), self.keys.owned(other)])
                     p.unlink(self.keys.owned(other))
                     p.hdel(self.keys.clusters, other)
@@ -352,7 +299,7 @@ class UnknownStore:
 
             def write(p) -> None:
                 for sid, _, event in moving:
-                    p.hset(self.keys.owners, sid, _owner_entry(identity_id, event))
+                    p.hset(self.keys.owners, sid, owner_entry(identity_id, event))
                 p.zunionstore(self.keys.owned(identity_id), [self.keys.owned(identity_id), self.keys.owned(cluster_id)])
                 p.unlink(self.keys.owned(cluster_id))
                 p.hdel(self.keys.clusters, cluster_id)
@@ -379,46 +326,22 @@ class UnknownStore:
         return also
 
     # -- internals ------------------------------------------------------------------------------------
-    def _encode(self, seen: Sequence[Seen]) -> list[bytes]:
-        if not seen:
-            raise GalleryError("no sightings to record")
-        for s in seen:
-            if not isinstance(s.camera, str) or not s.camera or len(s.camera) > 200:
-                raise GalleryError(f"sighting camera must be a non-empty name of at most 200 characters, "
-                                   f"got {s.camera!r}")
-            if not np.isfinite(s.time) or not np.isfinite(s.quality):
-                raise GalleryError(f"sighting time and quality must be finite, got {s.time!r}, {s.quality!r}")
-        matrix = codec.check_embeddings(np.stack([np.asarray(s.embedding, np.float32).reshape(-1) for s in seen]))
-        return codec.encode(matrix, "int8")
-
     def _queue_sightings(self, p, owner: str, seen: Sequence[Seen], rows: list[bytes]) -> None:
         for s, row in zip(seen, rows, strict=True):
             sid = secrets.token_hex(8)
             fields: dict[str, Any] = {"camera": s.camera, "track": s.track, "time": repr(s.time),
                                       "quality": repr(float(s.quality)), "emb": row}
-            p.hset(self.keys.owners, sid, _owner_entry(owner, s.event_id))
+            p.hset(self.keys.owners, sid, owner_entry(owner, s.event_id))
             if s.event_id:
                 fields["event"] = s.event_id
                 p.hset(self.keys.events, s.event_id, sid)
             if s.crop is not None:
-                fields["crop"] = self._jpeg(s.crop)
+                fields["crop"] = jpeg(s.crop, self.crop_px)
             p.hset(self.keys.sighting(sid), mapping=fields)
             # Backstop: a sighting nobody purges (no process running) still disappears a day after its retention.
             p.expireat(self.keys.sighting(sid), int(s.time + self.retention_s + DAY_S))
             p.zadd(self.keys.sightings, {sid: s.time})
             p.zadd(self.keys.owned(owner), {sid: s.time})
-
-    def _jpeg(self, crop: np.ndarray) -> bytes:
-        image = np.asarray(crop)
-        if image.ndim != 3 or image.shape[2] != 3 or image.size == 0 or image.dtype != np.uint8:
-            raise GalleryError(f"a sighting crop must be an (h, w, 3) uint8 image, got shape {image.shape} "
-                               f"{image.dtype}")
-        image = np.ascontiguousarray(image[:, :, ::-1])  # RGB -> BGR for OpenCV
-        small = cv2.resize(image, (self.crop_px, self.crop_px), interpolation=cv2.INTER_AREA)
-        ok, buffer = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
-        if not ok:
-            raise GalleryError(f"could not JPEG-encode a sighting crop of shape {image.shape}")
-        return buffer.tobytes()
 
     def _evictions(self, adding: int, cluster_id: str | None = None) -> list[tuple[str, str, str | None]]:
         """Sightings to drop so the caps hold after adding `adding`: the oldest of the cluster, then overall."""
@@ -438,7 +361,7 @@ class UnknownStore:
         if not sids:
             return []
         entries = self.client.hmget(self.keys.owners, list(sids))
-        return [(sid, *_parse_owner(entry)) for sid, entry in zip(sids, entries)]
+        return [(sid, *parse_owner(entry)) for sid, entry in zip(sids, entries)]
 
     def _owned_details(self, owner: str) -> list[tuple[str, str, str | None]]:
         return [(sid, owner, event) for sid, _, event in
@@ -479,10 +402,10 @@ class UnknownStore:
         for sid, fields, entry in zip(sids, pipe.execute(), owners):
             if not fields or b"emb" not in fields or entry is None:
                 continue
-            found.append(Sighting(sid, _parse_owner(entry)[0], fields[b"camera"].decode(),
+            found.append(Sighting(sid, parse_owner(entry)[0], fields[b"camera"].decode(),
                                   fields[b"track"].decode(), float(fields[b"time"]), float(fields[b"quality"]),
                                   fields[b"event"].decode() if b"event" in fields else None,
-                                  _decode([fields[b"emb"]])[0], fields.get(b"crop") if crops else None))
+                                  decode_rows([fields[b"emb"]])[0], fields.get(b"crop") if crops else None))
         return found
 
     def _gone(self, cluster_id: str) -> str:
@@ -518,38 +441,3 @@ class UnknownStore:
         except redis.RedisError as exc:
             raise GalleryError(f"Redis failed to {what} for the unknowns of gallery {self.gallery!r}: "
                                f"{type(exc).__name__}: {exc}") from exc
-
-
-def _cluster(cluster_id: str, record: bytes, sightings: int, cameras: tuple[str, ...] = ()) -> Cluster:
-    data = json.loads(record)
-    return Cluster(cluster_id, float(data["created"]), float(data["last_seen"]), int(sightings), cameras)
-
-
-def _members(ids: list[str], created: list[float], tracks: list[dict], max_members: int, seq: int) -> Members:
-    rows, owner, sums, counts = [], [], [], []
-    for index, by_track in enumerate(tracks):
-        queries = [track_query(_decode(blobs)) for blobs in by_track.values()]
-        rows += queries[:max_members]
-        owner += [index] * min(len(queries), max_members)
-        sums.append(np.sum(queries, axis=0, dtype=np.float64) if queries else None)
-        counts.append(len(queries))
-    dim = rows[0].size if rows else 0
-    sums = np.stack([s if s is not None else np.zeros(dim) for s in sums]) if ids else np.zeros((0, dim))
-    matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    return Members(ids, created, matrix, np.asarray(owner, np.int64), sums, np.asarray(counts, np.int64), seq)
-
-
-def _owner_entry(owner: str, event_id: str | None) -> str:
-    return f"{owner} {event_id}" if event_id else owner
-
-
-def _parse_owner(entry: bytes | None) -> tuple[str, str | None]:
-    owner, _, event = (entry or b"").decode().partition(" ")
-    return owner, event or None
-
-
-def _decode(blobs: list[bytes]) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, 0), np.float32)
-    dim = len(blobs[0]) - 4
-    return codec.to_float(*codec.decode(blobs, "int8", dim))
