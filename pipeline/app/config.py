@@ -196,8 +196,10 @@ class UnknownsConfig(Section):
     # The chance that a new stranger's track joins someone else's cluster (the gallery's FPIR rule over the
     # clusters' member tracks), and the per-comparison FAR of the re-clustering pass's average linkage
     # (pipeline/unknowns/clustering.py: measured by `python -m bench.clusters`).
-    merge_rate: float = Field(0.01, gt=0, lt=1)
+    # Measured on 3,730 photos of 1,953 held-out LFW people: pairwise precision 0.996, recall 0.947, BCubed F 0.953.
+    merge_rate: float = Field(2e-3, gt=0, lt=1)
     merge_far: float = Field(1e-4, gt=0, lt=1)
+    min_merge_size: int = Field(3, ge=2, description="tracks two clusters must hold together to be merged")
     recluster_every_s: float = Field(300.0, gt=0, description="between two re-clustering passes of a worker")
     purge_every_s: float = Field(3600.0, gt=0, description="between two retention purges of a worker")
     refresh_s: float = Field(10.0, gt=0, description="how soon other workers' clusters are seen")

@@ -178,7 +178,7 @@ def unknown_directory(cfg: AppConfig, store: UnknownStore, card) -> UnknownDirec
     """The live clusters of `store`, assigning at the `unknowns.merge_rate` operating point of `card`."""
     u = cfg.unknowns
     return UnknownDirectory(store, lambda members: assignment_threshold(card, members, u.merge_rate),
-                            merge_threshold(card, u.merge_far), refresh_s=u.refresh_s,
+                            merge_threshold(card, u.merge_far), min_merge_size=u.min_merge_size, refresh_s=u.refresh_s,
                             recluster_every_s=u.recluster_every_s, purge_every_s=u.purge_every_s)
 
 
@@ -194,7 +194,7 @@ def online_clusters(cfg: AppConfig, card) -> OnlineClusters:
     """In-memory clusters for one run that keeps nothing (photos mode with `unknowns.keep: false`)."""
     u = cfg.unknowns
     return OnlineClusters(lambda members: assignment_threshold(card, members, u.merge_rate),
-                          merge_threshold(card, u.merge_far))
+                          merge_threshold(card, u.merge_far), min_merge_size=u.min_merge_size)
 
 
 def set_threads() -> None:

@@ -128,11 +128,12 @@ def far_at_threshold(card: Any, threshold: float) -> float | None:
 
 def operating_point(card: Any, far: str = "auto", open_set_far: float = 0.01,
                     templates_per_identity: Sequence[int] = (), score: str = "max",
-                    override: float | None = None) -> OperatingPoint:
+                    override: float | None = None, quiet: bool = False) -> OperatingPoint:
     """The threshold for a gallery whose identities hold `templates_per_identity` templates (see the module notes).
 
     `far`: "auto" (hold FPIR at `open_set_far`) or a card key such as "1e-3"; `override`: a fixed threshold
-    (run.threshold), whose FAR and FPIR are read off the card's curve when it lies on it.
+    (run.threshold), whose FAR and FPIR are read off the card's curve when it lies on it. `quiet`: no log lines
+    (callers that choose a point at every assignment, such as the unknown-people directory).
     """
     identities = len(templates_per_identity)
     m = effective_comparisons(templates_per_identity, score) if identities else 0.0
@@ -144,14 +145,16 @@ def operating_point(card: Any, far: str = "auto", open_set_far: float = 0.01,
         per = float(far)
         point = OperatingPoint(threshold_from_card(card, far), per, fpir_of(per, m), identities, m, "far")
     else:
-        point = _auto(card, open_set_far, identities, m)
+        point = _auto(card, open_set_far, identities, m, quiet)
+    if quiet:
+        return point
     log.info("open-set operating point (%s): threshold %.4f, per-comparison FAR %s, expected FPIR %s for %d "
              "identities (%g effective templates, score %s)", point.rule, point.threshold, point.far_label,
              "n/a" if point.expected_fpir is None else f"{point.expected_fpir:.3g}", identities, m, score)
     return point
 
 
-def _auto(card: Any, open_set_far: float, identities: int, m: float) -> OperatingPoint:
+def _auto(card: Any, open_set_far: float, identities: int, m: float, quiet: bool = False) -> OperatingPoint:
     if not 0.0 < open_set_far < 1.0:
         raise ConfigError(f"open_set_far must be in (0, 1), got {open_set_far}")
     log_far, thresholds = card_curve(card)
@@ -161,10 +164,11 @@ def _auto(card: Any, open_set_far: float, identities: int, m: float) -> Operatin
         per, threshold = loosest, float(thresholds[-1])
     elif wanted < strictest:
         per, threshold = strictest, float(thresholds[0])
-        log.warning("gallery of %d identities needs per-comparison FAR %.2g for FPIR %.2g, below model card %s's "
-                    "strictest calibrated FAR %s: using that threshold (%.4f), expect FPIR ~%.3g; calibrate the "
-                    "model lower (python -m trainer calibrate)", identities, wanted, open_set_far, card.model_id,
-                    _far_label(strictest), threshold, fpir_of(strictest, m))
+        if not quiet:
+            log.warning("gallery of %d identities needs per-comparison FAR %.2g for FPIR %.2g, below model card "
+                        "%s's strictest calibrated FAR %s: using that threshold (%.4f), expect FPIR ~%.3g; calibrate "
+                        "the model lower (python -m trainer calibrate)", identities, wanted, open_set_far,
+                        card.model_id, _far_label(strictest), threshold, fpir_of(strictest, m))
     else:
         per, threshold = wanted, threshold_at_far(card, wanted)
     _check_cosine(threshold)

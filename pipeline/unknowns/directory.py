@@ -12,7 +12,9 @@ every cluster, a cluster's score being its best member. The threshold follows th
 gallery's open-set threshold follows its templates: `threshold(members per cluster)` holds the chance that a
 stranger's track joins someone else's cluster at the configured rate (clustering.assignment_threshold).
 Re-clustering (clustering.merge_groups) merges clusters whose average-linkage similarity reaches
-`merge_threshold`; the oldest id of a group survives and the others become its aliases.
+`merge_threshold` and that hold `min_merge_size` tracks together (two lone tracks never merge: across the
+C^2/2 pairs of a big directory that is where false merges come from); the oldest id of a group survives and
+the others become its aliases.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from pipeline.unknowns.clustering import (
     MAX_MEMBERS,
+    MIN_MERGE_SIZE,
     best_cluster,
     merge_groups,
     track_query,
@@ -54,7 +57,8 @@ class UnknownDirectory:
     """`assign(seen)` -> the cluster the faces joined (or started); `extend(cluster_id, seen)` adds more faces."""
 
     def __init__(self, store: UnknownStore, threshold: Callable[[Sequence[int]], float], merge_threshold: float,
-                 *, max_members: int = MAX_MEMBERS, refresh_s: float = 10.0, recluster_every_s: float = 300.0,
+                 *, max_members: int = MAX_MEMBERS, min_merge_size: int = MIN_MERGE_SIZE, refresh_s: float = 10.0,
+                 recluster_every_s: float = 300.0,
                  purge_every_s: float = 3600.0,
                  clock: Callable[[], float] = time.monotonic):
         self.store = store
@@ -62,7 +66,7 @@ class UnknownDirectory:
         self.merge_threshold = float(merge_threshold)
         self.refresh_s, self.recluster_every_s, self.purge_every_s = refresh_s, recluster_every_s, purge_every_s
         self.clock = clock
-        self.max_members = int(max_members)
+        self.max_members, self.min_merge_size = int(max_members), int(min_merge_size)
         self.members: Members = store.members(self.max_members)
         started = clock()
         self._checked = self._reclustered = started
@@ -127,7 +131,7 @@ class UnknownDirectory:
             return []
         sums, counts = m.sums[live], m.counts[live]
         merges = []
-        for found in merge_groups(sums, counts, self.merge_threshold):
+        for found in merge_groups(sums, counts, self.merge_threshold, self.min_merge_size):
             group = [int(live[i]) for i in found]
             ordered = sorted(group, key=lambda i: (m.created[i], m.cluster_ids[i]))
             survivor, others = m.cluster_ids[ordered[0]], [m.cluster_ids[i] for i in ordered[1:]]

@@ -74,6 +74,7 @@ def test_recluster_merges_a_split_person_and_keeps_the_older_id(redis_client):
     d = directory(redis_client, clock, merge=0.5)
     carol = person(4)
     old = d.store.new_cluster(faces(carol, 3, 30, track="door-t1"))
+    d.store.add(old, faces(carol, 2, 33, track="door-t4"))  # two tracks: lone tracks are never merged
     time.sleep(0.01)
     young = d.store.new_cluster(faces(carol, 3, 31, track="door-t2"))  # a split: two ids for one person
     dave = d.store.new_cluster(faces(person(5), 3, 32, track="door-t3"))
@@ -83,6 +84,16 @@ def test_recluster_merges_a_split_person_and_keeps_the_older_id(redis_client):
     assert [(m.survivor, m.merged) for m in merges] == [(old, (young,))]
     assert sorted(c.id for c in d.store.clusters()) == sorted([old, dave])
     assert d.store.resolve(young) == old
+
+
+def test_two_lone_tracks_are_never_merged(redis_client):
+    clock = Clock()
+    d = directory(redis_client, clock, merge=0.5)
+    gina = person(13)
+    d.store.new_cluster(faces(gina, 3, 80, track="door-t1"))
+    d.store.new_cluster(faces(gina, 3, 81, track="door-t2"))
+    d.reload()
+    assert d.recluster() == [] and len(d.store.clusters()) == 2  # min_merge_size 3: one more sighting of either
 
 
 def test_recorder_names_unknown_tracks_and_keeps_one_face_of_known_ones(redis_client):
@@ -153,6 +164,7 @@ def test_the_event_stage_announces_merges(redis_client):
     d = directory(redis_client, clock, merge=0.5)
     frank = person(12)
     old = d.store.new_cluster(faces(frank, 3, 70, track="door-t1"))
+    d.store.add(old, faces(frank, 2, 72, track="door-t4"))
     time.sleep(0.01)
     young = d.store.new_cluster(faces(frank, 3, 71, track="door-t2"))
     d.reload()
