@@ -36,7 +36,8 @@ def test_one_line_per_processed_frame_with_the_schema(hamilton_run):
     for record in lines:
         assert set(record) == {"camera", "frame", "time", "detected", "faces"}
         for face in record["faces"]:
-            assert set(face) == {"box", "landmarks", "track", "identity", "similarity", "anon_id", "predicted"}
+            assert set(face) == {"box", "landmarks", "track", "identity", "similarity", "anon_id", "unknown_id",
+                                 "predicted"}
             assert len(face["box"]) == 4 and face["anon_id"].endswith(f"-t{face['track']}")
             assert face["predicted"] == (not record["detected"])
             assert (face["landmarks"] is None) == face["predicted"]
