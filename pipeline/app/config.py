@@ -144,6 +144,11 @@ class VerificationConfig(Section):
     `identity_drop` below the confirmation's. Strict faces of real tracks measure >= 0.76 to their appearance."""
 
     min_appearance: float = Field(0.70, ge=-1, le=1, description="cosine to the track's mean embedding")
+    # In doubt (the appearance gate saw the box's pixels change: a cut in place, a swap) the face must look like
+    # the track's own as a face of the same person does: the card's impostor threshold at FAR 1e-2. Without it
+    # a cut in place between two strangers carried one unknown id onto both (bench.reel_clusters: 5 of 20
+    # tracks on the default reel).
+    doubt_min_appearance: float = Field(0.82, ge=-1, le=1, description="the same, for a track in doubt")
     identity_drop: float = Field(0.12, ge=0, le=2, description="below the confirmation's similarity")
 
 

@@ -92,6 +92,10 @@ class UnknownRecorder:
         result = self._write(self.directory.maintain)
         return result[0] if result else []
 
+    def finish(self) -> list[Merged]:
+        """A last re-clustering pass when the stream ends: what this run's tracks split is merged now."""
+        return self._write(self.directory.recluster) or []
+
     def _join(self, track: _Track, event_id: str | None) -> None:
         if not track.pending:
             return

@@ -81,17 +81,19 @@ class EventStage:
         for item in recognised:
             self._vote(item)
 
-    def maintain(self) -> None:
-        """The unknown directory's due passes (refresh, re-clustering, purge); merges become events."""
+    def maintain(self, final: bool = False) -> None:
+        """The unknown directory's due passes (refresh, re-clustering, purge), or with `final` the last
+        re-clustering of the run; merges become events."""
         if self.unknowns is None:
             return
-        for merge in self.unknowns.maintain():
+        for merge in self.unknowns.finish() if final else self.unknowns.maintain():
             self.bus.emit(Event.merged(merge.survivor, merge.merged, merge.similarity, time.time()))
 
     def finish(self, ended: Sequence[tuple[Track, int, float]]) -> None:
         """The track_ended events of the tracks ended at the end of the stream."""
         for track, frame_index, timestamp in ended:
             self._ended(track, frame_index, timestamp)
+        self.maintain(final=True)
 
     def _vote(self, item: Recognised) -> None:
         frame, match, candidate = item.candidate.frame, item.match, item.candidate

@@ -25,7 +25,9 @@ its strict faces split below 0.76, under every impostor threshold of the card (0
 Weak faces (profiles, small, blurred) spread far wider and only take part in the first test.
 
 A track in doubt (`doubt=True`: its appearance gate saw the face under the box change, a cut that kept the
-background) is held to more: `OTHER_IDENTITY` splits a confirmed-unknown track too (a stranger's box now
+background) is held to more: its strong faces must reach `doubt_min_appearance` (0.82, the card's impostor
+threshold at FAR 1e-2) to its appearance, not only 0.70, because two strangers' faces commonly score between
+the two (with nobody enrolled only this test can tell them apart); `OTHER_IDENTITY` splits a confirmed-unknown track too (a stranger's box now
 showing an enrolled face), and a track not yet decided is split on `APPEARANCE_DROP` (its votes so far are
 about someone else). The stage takes a doubted track's name off the box until a face clears it: a strong face
 that passes every test, or a weak one whose match names the track's own identity (nobody, for an unknown
@@ -45,6 +47,7 @@ OTHER_IDENTITY = "other identity"
 IDENTITY_DROP = "identity similarity dropped"
 APPEARANCE_DROP = "appearance changed"
 DEFAULT_MIN_APPEARANCE = 0.70
+DEFAULT_DOUBT_MIN_APPEARANCE = 0.82
 DEFAULT_IDENTITY_DROP = 0.12
 
 
@@ -61,14 +64,16 @@ def similarity_bound(match: Match, identity: str) -> float:
 class Verifier:
     """Plain values, checked where config is read (`pipeline.app.config.VerificationConfig`)."""
 
-    def __init__(self, min_appearance: float = DEFAULT_MIN_APPEARANCE, identity_drop: float = DEFAULT_IDENTITY_DROP):
+    def __init__(self, min_appearance: float = DEFAULT_MIN_APPEARANCE, identity_drop: float = DEFAULT_IDENTITY_DROP,
+                 doubt_min_appearance: float = DEFAULT_DOUBT_MIN_APPEARANCE):
         self.min_appearance = float(min_appearance)
+        self.doubt_min_appearance = float(doubt_min_appearance)
         self.identity_drop = float(identity_drop)
 
     def disagreement(self, track: Track, embedding: np.ndarray, match: Match, strong: bool,
                      doubt: bool = False) -> str | None:
         if not track.identity_confirmed:
-            return APPEARANCE_DROP if doubt and strong and self._appearance_dropped(track, embedding) else None
+            return APPEARANCE_DROP if doubt and strong and self._appearance_dropped(track, embedding, doubt) else None
         known = track.identity
         if match.identity is not None and match.identity != known and (known is not None or doubt):
             return OTHER_IDENTITY
@@ -77,7 +82,7 @@ class Verifier:
         if (known is not None and track.similarity is not None
                 and similarity_bound(match, known) < track.similarity - self.identity_drop):
             return IDENTITY_DROP
-        if self._appearance_dropped(track, embedding):
+        if self._appearance_dropped(track, embedding, doubt):
             return APPEARANCE_DROP
         return None
 
@@ -85,6 +90,7 @@ class Verifier:
         """Whether a face that showed no disagreement takes a doubted track out of doubt."""
         return strong or match.identity == track.identity
 
-    def _appearance_dropped(self, track: Track, embedding: np.ndarray) -> bool:
+    def _appearance_dropped(self, track: Track, embedding: np.ndarray, doubt: bool = False) -> bool:
+        floor = self.doubt_min_appearance if doubt else self.min_appearance
         return (track.appearance is not None and float(
-            np.dot(np.asarray(embedding, np.float64).reshape(-1), track.appearance)) < self.min_appearance)
+            np.dot(np.asarray(embedding, np.float64).reshape(-1), track.appearance)) < floor)

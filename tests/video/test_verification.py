@@ -118,6 +118,10 @@ def test_verifier_reasons(track, embedding, match, strong, reason):
     assert Verifier().disagreement(track, np.array(embedding, np.float64), match, strong) == reason
 
 
+def test_without_doubt_a_stranger_pair_at_078_is_not_split():
+    assert Verifier().disagreement(decided(None, 0.4), np.array([0.78, 0.6258, 0]), NOBODY, True) is None
+
+
 def undecided(appearance=(1.0, 0.0, 0.0)) -> Track:
     return Track(1, "cam", np.zeros(4, np.float32), state="confirmed", appearance=np.array(appearance, np.float32),
                  appearance_weight=2.0)
@@ -136,6 +140,10 @@ NOBODY, ANN = Match(None, None, 0.4, None, None, None), Match("ann", None, 0.9, 
     (undecided(), [0, 1, 0], NOBODY, True, APPEARANCE_DROP, None),  # votes so far were someone else's
     (undecided(), [0, 1, 0], NOBODY, False, None, True),
     (undecided(), [1, 0, 0], NOBODY, True, None, True),
+    # Two strangers at cosine 0.78: fine without doubt (0.70), another person in doubt (0.82).
+    (decided(None, 0.4), [0.78, 0.6258, 0], NOBODY, True, APPEARANCE_DROP, None),
+    (undecided(), [0.78, 0.6258, 0], NOBODY, True, APPEARANCE_DROP, None),
+    (decided(None, 0.4), [0.85, 0.5268, 0], NOBODY, True, None, True),
 ])
 def test_a_doubted_track_is_held_to_more(track, embedding, match, strong, reason, clears):
     verifier = Verifier()
