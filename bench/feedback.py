@@ -19,7 +19,6 @@ At the shipped point few probes are misnamed, and rarely twice as the same Q; `-
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections import Counter
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.openset import LFW, REPO, build_protocol, facestream_embeddings
+from bench.openset import build_protocol, facestream_embeddings
 
 
 def decisions(store, threshold: float, score: str, faces: np.ndarray) -> list:
@@ -138,15 +137,9 @@ def print_summary(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--images", type=Path, default=LFW / "images")
-    parser.add_argument("--pairs", type=Path, default=LFW / "pairs_shared_folds.txt")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facestream-default.json")
-    parser.add_argument("--config", type=Path, default=None, help="app config whose run section sets the point")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. run.open_set_far=0.001")
-    parser.add_argument("--templates", type=int, default=1, help="photos enrolled per person (the rest are probes)")
-    args = parser.parse_args(argv)
+    from bench.openset import protocol_parser
+
+    args = protocol_parser(__doc__).parse_args(argv)
 
     from bench.cli import finish
     from pipeline.core.logs import configure_logging

@@ -266,8 +266,9 @@ def print_table(result: dict) -> None:
           f"(expected FPIR {result['expected_fpir']:.3g}); face_recognition tolerance {TOLERANCE}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def protocol_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark on this protocol (bench.openset, bench.feedback)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--images", type=Path, default=LFW / "images")
     parser.add_argument("--pairs", type=Path, default=LFW / "pairs_shared_folds.txt")
@@ -275,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="app config whose run section sets the point")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. run.open_set_far=0.001")
     parser.add_argument("--templates", type=int, default=1, help="photos enrolled per person (the rest are probes)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = protocol_parser(__doc__)
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
     args = parser.parse_args(argv)
 

@@ -33,3 +33,29 @@ def redis_client(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def enrol_photos(redis_server, shared_data):
+    """`enrol_photos(gallery, {name: photo under ../shared/data})` -> gallery: cleared, then each person enrolled
+    from the largest face of the photo through the library (the detector and embedder load once per session)."""
+    from pipeline.app.config import AppConfig
+    from pipeline.app.services import make_detector, make_embedder, set_threads
+    from pipeline.core.images import read_image
+    from pipeline.gallery import GalleryStore
+
+    set_threads()
+    cfg = AppConfig()
+    detector = make_detector(cfg)
+    embedder = make_embedder(cfg, Path(__file__).resolve().parents[1] / "models" / "facestream-default.json")
+
+    def enrol(gallery: str, photos: dict[str, str]) -> str:
+        store = GalleryStore(redis_server.client(), gallery)
+        store.clear()
+        for name, photo in photos.items():
+            image = read_image(shared_data / photo)
+            faces = detector.detect_one(image)
+            largest = faces[[int(faces.area.argmax())]]
+            store.add(name, embedder.embed(embedder.crops(image, largest)), [photo], embedder.fingerprint)
+        return gallery
+    return enrol

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.app.config import AppConfig, load_app_config
-from pipeline.app.services import set_threads
 from pipeline.app.session import RunOptions, Session
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
@@ -20,23 +19,9 @@ GALLERY = "test-runner"
 
 
 @pytest.fixture(scope="module")
-def demo_gallery(redis_server, shared_data) -> str:
+def demo_gallery(enrol_photos) -> str:
     """The clip's two people enrolled through the library (largest face of each photo), not the CLI."""
-    from pipeline.app.services import make_detector, make_embedder
-    from pipeline.core.images import read_image
-    from pipeline.gallery import GalleryStore
-
-    set_threads()
-    cfg = AppConfig()
-    detector, embedder = make_detector(cfg), make_embedder(cfg, Path("models/facestream-default.json").resolve())
-    store = GalleryStore(redis_server.client(), GALLERY)
-    store.clear()
-    for name, photo in PHOTOS.items():
-        image = read_image(shared_data / photo)
-        faces = detector.detect_one(image)
-        largest = faces[[int(faces.area.argmax())]]
-        store.add(name, embedder.embed(embedder.crops(image, largest)), [photo], embedder.fingerprint)
-    return GALLERY
+    return enrol_photos(GALLERY, PHOTOS)
 
 
 def run_session(cfg: AppConfig, opts: RunOptions, slow_detect_s: float = 0.0) -> dict:

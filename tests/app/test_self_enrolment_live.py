@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.app.config import AppConfig, load_app_config
-from pipeline.app.services import gallery_operating_point, set_threads
+from pipeline.app.services import gallery_operating_point
 from pipeline.app.session import RunOptions, Session
+from pipeline.core.model_card import load_card
 from pipeline.gallery import GalleryStore
 from pipeline.gallery.identity import is_auto
 
@@ -21,21 +22,9 @@ GALLERY = "test-self-enrol"
 
 
 @pytest.fixture
-def gallery(redis_server, shared_data):
-    from pipeline.app.services import make_detector, make_embedder
-    from pipeline.core.images import read_image
-
-    set_threads()
-    cfg = AppConfig()
-    detector, embedder = make_detector(cfg), make_embedder(cfg, Path("models/facestream-default.json").resolve())
-    store = GalleryStore(redis_server.client(), GALLERY)
-    store.clear()
-    for name, photo in PHOTOS.items():
-        image = read_image(shared_data / photo)
-        faces = detector.detect_one(image)
-        store.add(name, embedder.embed(embedder.crops(image, faces[[int(faces.area.argmax())]])), [photo],
-                  embedder.fingerprint)
-    return store, embedder.card
+def gallery(redis_server, enrol_photos):
+    enrol_photos(GALLERY, PHOTOS)
+    return GalleryStore(redis_server.client(), GALLERY), load_card(Path("models/facestream-default.json"))
 
 
 def run(redis_server, shared_data, overrides: list[str]) -> dict:

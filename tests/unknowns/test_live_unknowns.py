@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.config import AppConfig, load_app_config
-from pipeline.app.services import set_threads
+from pipeline.app.config import load_app_config
 from pipeline.app.session import RunOptions, Session
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
@@ -23,21 +22,8 @@ GALLERY = "test-strangers"
 
 
 @pytest.fixture(scope="module")
-def one_person_gallery(redis_server, shared_data) -> str:
-    from pipeline.app.services import make_detector, make_embedder
-    from pipeline.core.images import read_image
-    from pipeline.gallery import GalleryStore
-
-    set_threads()
-    cfg = AppConfig()
-    detector, embedder = make_detector(cfg), make_embedder(cfg, Path("models/facestream-default.json").resolve())
-    store = GalleryStore(redis_server.client(), GALLERY)
-    store.clear()
-    image = read_image(shared_data / ALEX)
-    faces = detector.detect_one(image)
-    store.add("Alex Lacamoire", embedder.embed(embedder.crops(image, faces[[int(faces.area.argmax())]])),
-              [ALEX], embedder.fingerprint)
-    return GALLERY
+def one_person_gallery(enrol_photos) -> str:
+    return enrol_photos(GALLERY, {"Alex Lacamoire": ALEX})
 
 
 def run(redis_server, shared_data, gallery: str, events: Path, overrides=()) -> dict:
