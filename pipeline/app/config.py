@@ -234,6 +234,35 @@ class RunConfig(Section):
     metrics_host: str = "127.0.0.1"
 
 
+class ConsoleConfig(Section):
+    """serve.py: the console and REST API (pipeline/api), and what workers publish for it."""
+
+    host: str = "127.0.0.1"  # loopback by default: exposing the console is a decision, not an accident
+    port: int = Field(8080, ge=1, le=65535)
+    max_upload_bytes: int = Field(10_000_000, ge=1, description="per uploaded photo")
+    max_upload_pixels: int = Field(40_000_000, ge=1, description="declared by the photo's header")
+    recognize_per_minute: int = Field(120, ge=1, description="POST /api/v1/recognize per key (or client)")
+    session_hours: float = Field(12.0, gt=0, description="a browser login lasts this long")
+    # Workers (run.py) publish each camera's latest annotated frame, downscaled, for the Live page: opt-in.
+    snapshots: bool = False
+    snapshot_fps: float = Field(2.0, gt=0, le=2.0, description="per camera, at most")
+    snapshot_px: int = Field(640, ge=64, le=1920, description="longer side of a published frame")
+    snapshot_ttl_s: float = Field(10.0, gt=0, description="a frame (and camera health) older than this is gone")
+
+
+class MqttConfig(Section):
+    """The MQTT bridge (pipeline/mqtt): events from the gallery's Redis stream to a broker, with Home Assistant
+    discovery. None: no bridge."""
+
+    url: str | None = None  # mqtt://user:password@host:1883 or mqtts://... (TLS)
+    topic_prefix: str = "facestream"
+    discovery_prefix: str = "homeassistant"
+    client_id: str = "facestream"
+    qos: int = Field(1, ge=0, le=2)
+    presence_timeout_s: float = Field(300.0, gt=0, description="a person not seen for this long is away")
+    group: str = "mqtt"  # the consumer group the bridge reads the event stream with
+
+
 class DemoConfig(Section):
     inputs: list[Path] = []
     output_dir: Path = Path("out/demo")
@@ -254,6 +283,8 @@ class AppConfig(Section):
     gallery: GalleryConfig = GalleryConfig()
     self_enrolment: SelfEnrolmentConfig = SelfEnrolmentConfig()
     unknowns: UnknownsConfig = UnknownsConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    mqtt: MqttConfig = MqttConfig()
     demo: DemoConfig = DemoConfig()
 
 

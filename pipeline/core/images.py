@@ -38,6 +38,12 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    return decode_image(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`read_image` for bytes already in memory (an upload): the same checks, errors naming `name`."""
+    path = name
     if not data:
         raise SourceError(f"cannot read image {path}: the file is empty (0 bytes)")
     if _is_truncated_jpeg(data):
