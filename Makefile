@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TEACHER := .cache/teacher-venv/.installed
 
-.PHONY: demo test bench clean-state
+.PHONY: demo test bench clean-state system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,7 +27,14 @@ $(TEACHER):
 demo: $(STAMP)
 	PY=$(PY) sh demo.sh
 
-test: $(STAMP) $(TEACHER)
+# Debian's Chromium (+ driver) and mosquitto, which the browser and MQTT tests drive for real; installed only where
+# missing (apt needs root, as on CI).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 && { command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } \
+	  || { echo "installing chromium, chromium-driver and mosquitto (Debian)"; apt-get update -qq \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver mosquitto >/dev/null; }
+
+test: $(STAMP) $(TEACHER) system-deps
 	$(PY) -m pytest -q
 
 clean-state:
