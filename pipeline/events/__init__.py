@@ -1,6 +1,8 @@
-"""Events: the record, the bus that fans it out, and the sinks (JSONL, Redis Stream)."""
+"""Events: the record, the bus that fans it out, the sinks (JSONL, Redis Stream), and the consumer-group reader
+of the stream."""
 
 from pipeline.events.bus import EventBus
+from pipeline.events.consumer import StreamConsumer, groups
 from pipeline.events.record import (
     IDENTITY_CONFIRMED,
     TRACK_ENDED,
@@ -18,4 +20,4 @@ from pipeline.events.sinks import (
 )
 
 __all__ = ["IDENTITY_CONFIRMED", "TRACK_ENDED", "TRACK_STARTED", "UNKNOWN_MERGED", "Event", "EventBus", "JsonlSink", "MemorySink",
-           "RedisStreamSink", "Sink", "encode_crop", "events_key"]
+           "RedisStreamSink", "Sink", "StreamConsumer", "encode_crop", "events_key", "groups"]
