@@ -28,6 +28,7 @@ from pipeline.video.capture import source_kind
 from pipeline.video.metrics import MetricsServer, StageMetrics
 from pipeline.video.output import VideoOutput
 from pipeline.video.runner import Runner
+from pipeline.video.snapshots import SnapshotPublisher
 from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
 from pipeline.video.track_log import TrackLog
@@ -93,11 +94,22 @@ class Session:
                                         weak_every=cfg.evidence.every, unknowns=self.unknowns,
                                         self_enrol=self.self_enrol,
                                         **track_stage_settings(cfg))
+        self.snapshots = self._snapshots()
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
-                             run.batch_wait_s, opts.max_frames, tracks=self.tracks)
+                             run.batch_wait_s, opts.max_frames, tracks=self.tracks, snapshots=self.snapshots)
         if opts.metrics_port is not None:
             server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
             self._closers.append(server.close)
+
+    def _snapshots(self) -> SnapshotPublisher | None:
+        """The console's live frames and camera health (console.snapshots), published on their own thread."""
+        console = self.cfg.console
+        if not console.snapshots:
+            return None
+        publisher = SnapshotPublisher(self.client, self.store.gallery, console.snapshot_fps, console.snapshot_px,
+                                      console.snapshot_ttl_s, self.group.stats)
+        self._closers.append(publisher.close)
+        return publisher
 
     def _unknowns_summary(self) -> dict:
         u = self.unknowns
@@ -133,7 +145,13 @@ class Session:
             log.warning("gallery %r is empty: every face is unknown until someone is enrolled (enroll.py); "
                         "this run matches them from then on", self.store.gallery)
         self.metrics.started = time.perf_counter()  # fps over the streaming, not the model loading
-        self.runner.run()
+        if self.snapshots is not None:
+            self.snapshots.start()
+        try:
+            self.runner.run()
+        finally:
+            if self.snapshots is not None:
+                self.snapshots.close()  # the last frames and final states, so the summary's counts are whole
         return self.summary()
 
     def close(self) -> None:
@@ -171,6 +189,7 @@ class Session:
                             "threshold": round(self.gallery.threshold, 4), "far": self.gallery.far,
                             "expected_fpir": self.gallery.expected_fpir},
                 "unknowns": self._unknowns_summary(),
+                "snapshots": self.snapshots.summary() if self.snapshots is not None else None,
                 "outputs": {"events": str(self.opts.events) if self.opts.events else None,
                             "tracks": str(self.opts.tracks) if self.opts.tracks else None,
                             "videos": dict(self.output.files)}}

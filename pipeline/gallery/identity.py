@@ -3,7 +3,10 @@
 An identity is one Redis hash: its JSON record (name, creation time, metadata) under `RECORD`, and one field
 per template id holding the encoded template. An add first validates and encodes its rows (`encode_entries`),
 then folds them into the identities as the store just read them (`fold_entry`): template ids the identity
-already has are duplicates and are not written again. Nothing here talks to Redis; the store queues the result.
+already has are duplicates and are not written again. A template may come with its aligned enrolment crop
+(already-encoded JPEG bytes, `check_crop`): it is written beside the template, and a duplicate template that has
+no crop yet gets the one offered, so enrolling the same photos again fills in the crops of an older gallery.
+Nothing here talks to Redis; the store queues the result.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ RECORD_FIELD = RECORD.encode()
 # Template ids of templates the system added by itself (self_enrol.py): they can be listed and removed as a
 # group (`GalleryStore.remove_auto_templates`) without touching what a person enrolled.
 AUTO_PREFIX = "auto-"
+MAX_CROP_BYTES = 256 * 1024  # a 150 px JPEG at quality 90 is ~8 kB; anything this big is not an enrolment crop
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def is_auto(template_id: str) -> bool:
@@ -58,6 +63,7 @@ class Entry:
     blobs: list[bytes]
     metadata: dict | None = None
     created: float | None = None
+    crops: tuple[bytes | None, ...] = ()  # parallel to template_ids when given
 
 
 @dataclass
@@ -70,6 +76,8 @@ class Pending:
     record_changed: bool = False
     blobs: dict[str, bytes] = field(default_factory=dict)
     rows: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    cropped: set[str] = field(default_factory=set)  # template ids that have a crop (stored or in `crops`)
+    crops: dict[str, bytes] = field(default_factory=dict)  # crops to write
 
 
 def new_identity_id() -> str:
@@ -77,10 +85,12 @@ def new_identity_id() -> str:
 
 
 def encode_entries(items: Sequence[tuple[str, np.ndarray, Sequence[str]]], dtype: codec.Dtype, metadata=None,
-                   created=None) -> list[Entry]:
-    """Validate names, template ids and embeddings of `items`; encode all their rows at once."""
+                   created=None, crops=None) -> list[Entry]:
+    """Validate names, template ids, embeddings (and `crops`: per item None or one JPEG/None per template id)
+    of `items`; encode all their rows at once."""
     names, tids, arrays = [], [], []
-    for name, embeddings, template_ids in items:
+    checked_crops = []
+    for i, (name, embeddings, template_ids) in enumerate(items):
         names.append(validate_name(name))
         array = np.asarray(embeddings)
         ids = tuple(validate_template_id(t) for t in template_ids)
@@ -89,6 +99,7 @@ def encode_entries(items: Sequence[tuple[str, np.ndarray, Sequence[str]]], dtype
                                f"id per row, got {len(ids)} id(s)")
         tids.append(ids)
         arrays.append(array)
+        checked_crops.append(check_crops(names[-1], None if crops is None else crops[i], len(ids)))
     rows = _checked_rows(names, arrays)
     blobs = codec.encode(rows, dtype)
     entries, start = [], 0
@@ -96,7 +107,7 @@ def encode_entries(items: Sequence[tuple[str, np.ndarray, Sequence[str]]], dtype
         stop = start + len(ids)
         meta = None if metadata is None else check_metadata(metadata[i])
         entries.append(Entry(name, ids, rows[start:stop], blobs[start:stop], meta,
-                             None if created is None else float(created[i])))
+                             None if created is None else float(created[i]), checked_crops[i]))
         start = stop
     return entries
 
@@ -131,16 +142,44 @@ def fold_entry(entry: Entry, state: dict[str, Pending], known: dict[str, str]) -
     if entry.metadata and {**identity.metadata, **entry.metadata} != identity.metadata:
         identity = replace(identity, metadata={**identity.metadata, **entry.metadata})
         pending.record_changed = True
-    added = 0
-    for tid, blob, row in zip(entry.template_ids, entry.blobs, entry.rows):
+    added = cropped = 0
+    crops = entry.crops or (None,) * len(entry.template_ids)
+    for tid, blob, row, crop in zip(entry.template_ids, entry.blobs, entry.rows, crops, strict=True):
         if tid not in pending.tids:
             pending.tids.add(tid)
             pending.blobs[tid] = blob
             pending.rows.append((tid, row))
             added += 1
+        if crop is not None and tid not in pending.cropped:
+            pending.cropped.add(tid)
+            pending.crops[tid] = crop
+            cropped += 1
     pending.identity = replace(identity, templates=identity.templates + added)
     result = AddResult(pending.identity, added, len(entry.template_ids) - added, created)
-    return result, bool(added or pending.record_changed)
+    return result, bool(added or cropped or pending.record_changed)
+
+
+def check_crops(name: str, crops: Sequence[bytes | None] | None, count: int) -> tuple[bytes | None, ...]:
+    """`crops` as a tuple of one checked JPEG (or None) per template; () for None."""
+    if crops is None:
+        return ()
+    if isinstance(crops, (bytes, bytearray, str)) or len(crops) != count:
+        got = type(crops).__name__ if isinstance(crops, (bytes, bytearray, str)) else f"{len(crops)} crop(s)"
+        raise GalleryError(f"identity {name!r}: crops must be a sequence of one JPEG (or None) per template id: "
+                           f"{count} template id(s), got {got}")
+    return tuple(None if c is None else check_crop(c, name) for c in crops)
+
+
+def check_crop(crop: bytes, name: str = "") -> bytes:
+    """`crop` as bytes if it looks like a JPEG of sane size, else GalleryError (the store never decodes it)."""
+    if not isinstance(crop, (bytes, bytearray, memoryview)):
+        raise GalleryError(f"identity {name!r}: a crop must be JPEG bytes, got {type(crop).__name__}")
+    data = bytes(crop)
+    if not data.startswith(_JPEG_MAGIC):
+        raise GalleryError(f"identity {name!r}: a crop must be JPEG bytes (FF D8 FF ...), got {data[:8]!r}")
+    if len(data) > MAX_CROP_BYTES:
+        raise GalleryError(f"identity {name!r}: a crop of {len(data)} bytes is over the {MAX_CROP_BYTES} allowed")
+    return data
 
 
 def identity_of(identity_id: str, fields: dict, templates: int | None = None) -> Identity:

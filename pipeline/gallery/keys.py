@@ -15,6 +15,15 @@ an identity together with its change-stream entry stay legal on a cluster.
                         identity's own templates is refused that name (matcher.py). Deleted with the identity.
     fs:{g}:neg-ids      set   ids of the identities that have negatives: a snapshot reads negatives for those
                         only, not one more command per identity (that doubled the cost of reading a gallery)
+    fs:{g}:crops:<id>   hash  the aligned enrolment crop of each template of one identity: template id -> JPEG
+                        bytes of the embedder's aligned RGB crop (kept so templates can be re-embedded when
+                        the model changes, and shown by the console). Apart from `id:<id>` so a snapshot never
+                        reads them; written in the same transaction as the templates, deleted with them, with
+                        the identity and by `clear()`. A template may have none (self-enrolled, or older).
+    fs:{g}:live:<camera>    string  the camera's latest annotated frame, JPEG, downscaled (pipeline/video/
+                        snapshots.py; only with console.snapshots); PX: it vanishes when its worker stops
+    fs:{g}:camera:<camera>  string  the camera's health, JSON (fps, frames read/dropped, state, errors, faces,
+                        worker host/pid, time), same writer and TTL: a camera whose worker died disappears
     fs:{g}:changes      stream, entry id `<seq>-0`, fields op, ids, names, epoch; capped at ~CHANGES_MAXLEN
     fs:{g}:vset         vector set (only with server_index): element `<id>:<template id>`, attribute
                         {"identity": id}
@@ -37,6 +46,7 @@ CHANGES_MAXLEN = 100_000
 # The field of an identity hash that holds its record (name, created, metadata) rather than a template.
 RECORD = ""
 _GALLERY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a camera in a key (sources check their names with it)
 
 
 def validate_gallery(gallery: str) -> str:
@@ -45,6 +55,13 @@ def validate_gallery(gallery: str) -> str:
         raise GalleryError(f"invalid gallery name {gallery!r}: use 1-64 letters, digits, '_', '.' or '-', "
                            "starting with a letter or digit")
     return gallery
+
+
+def validate_camera(camera: str) -> str:
+    """`camera` unchanged if it is usable in a key (1-128 letters, digits, '_', '.' or '-'), else GalleryError."""
+    if not isinstance(camera, str) or not CAMERA_NAME.fullmatch(camera):
+        raise GalleryError(f"invalid camera name {camera!r}: use 1-128 letters, digits, '_', '.' or '-'")
+    return camera
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,22 @@ class GalleryKeys:
     @property
     def negative_ids(self) -> str:
         return f"{self.base}:neg-ids"
+
+    def crops(self, identity_id: str) -> str:
+        return f"{self.base}:crops:{identity_id}"
+
+    def live(self, camera: str) -> str:
+        """The camera's latest published frame (JPEG)."""
+        return f"{self.base}:live:{validate_camera(camera)}"
+
+    def camera(self, camera: str) -> str:
+        """The camera's published health (JSON)."""
+        return f"{self.base}:camera:{validate_camera(camera)}"
+
+    @property
+    def camera_pattern(self) -> str:
+        """SCAN pattern for the health keys of every camera that published recently."""
+        return f"{self.base}:camera:*"
 
 
 def element(identity_id: str, template_id: str) -> str:

@@ -4,11 +4,14 @@
      "dtype": "int8", "dim": 128, "exported": "2025-01-01T00:00:00+00:00",
      "identities": [{"name": "Ada", "created": 1735689600.0, "metadata": {...},
                      "template_ids": ["a1", "a2"], "templates": "<base64, n*dim*4 bytes>",
-                     "negative_ids": ["n1"], "negatives": "<base64>"}]}
+                     "negative_ids": ["n1"], "negatives": "<base64>",
+                     "crops": {"a1": "<base64 of the JPEG>"}}]}
 
 `negative_ids`/`negatives` (store.add_negatives: "this face is not Ada") appear only for identities that have
 negatives, so a file of a gallery without any is what older versions wrote and read. On import an identity's
 negatives are written in a second transaction after its templates; importing again completes an interrupted one.
+`crops` (the aligned enrolment crop of a template, JPEG: what re-embedding with another model needs) appears only
+for identities with some, and only names template ids of `template_ids`; they are imported with the templates.
 
 Templates are always written as float32 (an int8 gallery's are decoded; re-encoding them gives the same
 codes back), so a file moves between float32 and int8 galleries. Each identity is read in one
@@ -30,6 +33,7 @@ import numpy as np
 
 from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
+from pipeline.gallery.identity import check_crop
 from pipeline.gallery.names import validate_name, validate_template_id
 from pipeline.gallery.store import GalleryStore
 
@@ -37,6 +41,7 @@ FORMAT = "facestream-gallery"
 VERSION = 1
 _FIELDS = ("name", "created", "metadata", "template_ids", "templates")
 _NEGATIVE_FIELDS = ("negative_ids", "negatives")  # optional, together
+_CROPS_FIELD = "crops"  # optional
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,12 @@ class _Person:
     templates: np.ndarray
     negative_ids: list[str]
     negatives: np.ndarray
+    crops: list[bytes | None] | None = None  # parallel to template_ids
 
 
-def export_gallery(store: GalleryStore, path: str | Path) -> int:
-    """Write the gallery to `path` (atomically: a reader never sees half a file); returns identities written."""
+def export_gallery(store: GalleryStore, path: str | Path, *, crops: bool = True) -> int:
+    """Write the gallery to `path` (atomically: a reader never sees half a file); returns identities written.
+    `crops`: include the enrolment crops (~11 kB of base64 per template)."""
     meta = store.meta()
     people = []
     for identity in store.identities():
@@ -73,6 +80,10 @@ def export_gallery(store: GalleryStore, path: str | Path) -> int:
         negative_ids, negatives = store.read_negatives(current.id)
         if negative_ids:
             person.update(negative_ids=negative_ids, negatives=_base64(negatives))
+        kept = store.read_crops(current.id) if crops else {}
+        kept = {t: kept[t] for t in template_ids if t in kept}  # a crop whose template went meanwhile stays home
+        if kept:
+            person[_CROPS_FIELD] = {t: base64.b64encode(jpeg).decode("ascii") for t, jpeg in kept.items()}
         people.append(person)
     if store.meta().get("fingerprint") != meta.get("fingerprint"):
         raise GalleryError(f"gallery {store.gallery!r} was re-enrolled with another model during the export; "
@@ -101,7 +112,7 @@ def import_gallery(store: GalleryStore, path: str | Path) -> ImportResult:
     created = added = duplicates = negatives = 0
     for person in people:
         result = store.import_identity(person.name, person.templates, person.template_ids, fingerprint,
-                                       person.metadata, person.created)
+                                       person.metadata, person.created, crops=person.crops)
         created += result.created
         added += result.added
         duplicates += result.duplicates
@@ -146,10 +157,11 @@ def read_gallery_file(path: str | Path) -> tuple[str | None, int | None, list[_P
 
 
 def _person(raw: object, dim: int, where: str) -> _Person:
-    if not isinstance(raw, dict) or set(raw) not in (set(_FIELDS), set(_FIELDS + _NEGATIVE_FIELDS)):
+    fields = set(raw) - {_CROPS_FIELD} if isinstance(raw, dict) else None
+    if fields not in (set(_FIELDS), set(_FIELDS + _NEGATIVE_FIELDS)):
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise GalleryError(f"{where} must be an object with exactly the fields {list(_FIELDS)} (and optionally "
-                           f"{list(_NEGATIVE_FIELDS)}), got {got}")
+                           f"{list(_NEGATIVE_FIELDS)}, {_CROPS_FIELD!r}), got {got}")
     try:
         name = validate_name(raw["name"])
         tids = _ids(raw["template_ids"], "template_ids")
@@ -161,9 +173,26 @@ def _person(raw: object, dim: int, where: str) -> _Person:
             raise GalleryError(f"\"metadata\" must be an object, got {type(raw['metadata']).__name__}")
         templates = _templates(raw["templates"], len(tids), dim, "templates")
         negatives = _templates(raw["negatives"], len(negative_ids), dim, "negatives") if negative_ids else None
+        crops = _crops(raw[_CROPS_FIELD], tids) if _CROPS_FIELD in raw else None
     except GalleryError as exc:
         raise GalleryError(f"{where} ({raw.get('name')!r}): {exc}") from None
-    return _Person(name, float(created), raw["metadata"], tids, templates, negative_ids, negatives)
+    return _Person(name, float(created), raw["metadata"], tids, templates, negative_ids, negatives, crops)
+
+
+def _crops(raw: object, template_ids: list[str]) -> list[bytes | None]:
+    """The file's crops (template id -> base64 JPEG) as one JPEG or None per template id."""
+    if not isinstance(raw, dict):
+        raise GalleryError(f"\"{_CROPS_FIELD}\" must be an object (template id -> base64 JPEG)")
+    stray = sorted(set(raw) - set(template_ids))
+    if stray:
+        raise GalleryError(f"\"{_CROPS_FIELD}\" names template ids that are not in \"template_ids\": {stray[:3]}")
+    found = {}
+    for tid, text in raw.items():
+        try:
+            found[tid] = check_crop(base64.b64decode(text.encode("ascii"), validate=True))
+        except (AttributeError, UnicodeEncodeError, binascii.Error) as exc:
+            raise GalleryError(f"the crop of template {tid!r} is not valid base64: {exc}") from None
+    return [found.get(t) for t in template_ids]
 
 
 def _ids(ids: object, field: str) -> list[str]:

@@ -5,7 +5,8 @@ WATCH of the gallery's `head` key, which every write also updates: two writers o
 interleave (the loser's EXEC fails and it retries on fresh reads), and the change-stream entry is appended in
 the same transaction, so a reader never sees half an identity nor a change that is not in the stream. Key
 layout: keys.py; what an add writes (decided before the transaction): identity.py; the gallery's
-dtype/dim/model: binding.py; stream entries: changes.py; negatives and template removal: template_edits.py;
+dtype/dim/model: binding.py; stream entries: changes.py; aligned enrolment crops (`crops:<id>`, written with their
+templates in the same transaction, deleted with them): identity.py; negatives and template removal: template_edits.py;
 other writers joining a transaction (`also`): plan.py. `GalleryStore.open` is the one way callers open an
 existing or new gallery.
 """
@@ -133,6 +134,20 @@ class GalleryStore(TemplateEdits):
             raise GalleryError(f"no identity named {name!r} in gallery {self.gallery!r}")
         return found[2]
 
+    def crops(self, name: str) -> dict[str, bytes]:
+        """template id -> JPEG of the aligned enrolment crop, for the templates of `name` that have one."""
+        return self.read_crops(self.get(name).id)
+
+    def read_crops(self, identity_id: str) -> dict[str, bytes]:
+        """`crops` by identity id (empty if it has none or is gone)."""
+        with self._errors("read crops"):
+            return {t.decode(): jpeg for t, jpeg in self.client.hgetall(self.keys.crops(identity_id)).items()}
+
+    def crop(self, identity_id: str, template_id: str) -> bytes | None:
+        """The JPEG of one template's aligned enrolment crop; None if it has none (or is gone)."""
+        with self._errors("read crop"):
+            return self.client.hget(self.keys.crops(identity_id), template_id)
+
     def snapshot(self) -> Snapshot:
         """The whole gallery. `stream_id` is read first: the data may already include later changes,
         which a mirror replays again (harmlessly: it re-fetches the identities they name)."""
@@ -219,9 +234,13 @@ class GalleryStore(TemplateEdits):
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str], fingerprint: str,
-            metadata: dict | None = None, *, also: Hook | None = None, watch: Sequence[str] = ()) -> AddResult:
+            metadata: dict | None = None, *, also: Hook | None = None, watch: Sequence[str] = (),
+            crops: Sequence[bytes | None] | None = None) -> AddResult:
         """Add templates to `name` (created if new; `metadata` merged into its metadata). A template id
         the identity already has is counted as a duplicate and not stored again.
+
+        `crops`, parallel to `template_ids`: the JPEG of each template's aligned enrolment crop (or None), kept
+        in the same transaction; a duplicate template without a stored crop gets the one given.
 
         `also(identity_id)` lets another writer of this gallery's hash tag join the transaction: it runs on fresh
         reads (through `self.client`) under WATCH of the gallery's head and of the `watch` keys, and returns a
@@ -229,7 +248,8 @@ class GalleryStore(TemplateEdits):
         GalleryError from `also` writes nothing. With `also` the write commits even if every template is a
         duplicate, so the other writer's commands always land.
         """
-        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, metadata=[metadata])[0]
+        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, metadata=[metadata],
+                               crops=[crops])[0]
         return self._write([entry], fingerprint, "add", also, watch)[0]
 
     def add_many(self, items: Iterable[tuple[str, np.ndarray, Sequence[str]]], fingerprint: str,
@@ -246,13 +266,14 @@ class GalleryStore(TemplateEdits):
         return added
 
     def import_identity(self, name: str, embeddings: np.ndarray, template_ids: Sequence[str],
-                        fingerprint: str, metadata: dict | None, created: float) -> AddResult:
+                        fingerprint: str, metadata: dict | None, created: float,
+                        crops: Sequence[bytes | None] | None = None) -> AddResult:
         """`add` keeping the identity's original creation time (used by portable.import_gallery)."""
-        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, [metadata], [created])[0]
+        entry = encode_entries([(name, embeddings, template_ids)], self.dtype, [metadata], [created], [crops])[0]
         return self._write([entry], fingerprint, "import")[0]
 
     def remove(self, name: str, *, also: Hook | None = None, watch: Sequence[str] = ()) -> int:
-        """Delete the identity, every template and negative of it; returns the number of templates removed.
+        """Delete the identity, every template, crop and negative of it; returns the number of templates removed.
         `also`, `watch`: as for `add` (e.g. delete what other writers keep about the person in the same MULTI)."""
         name = validate_name(name)
 
@@ -262,7 +283,8 @@ class GalleryStore(TemplateEdits):
             last = self.client.hlen(self.keys.names) == 1
 
             def write(p) -> None:
-                p.unlink(self.keys.identity(identity_id), self.keys.negatives(identity_id))
+                p.unlink(self.keys.identity(identity_id), self.keys.negatives(identity_id),
+                         self.keys.crops(identity_id))
                 p.srem(self.keys.negative_ids, identity_id)
                 p.hdel(self.keys.names, name)
                 if meta.get("server_index") == "1":
@@ -294,10 +316,12 @@ class GalleryStore(TemplateEdits):
         return self._commit(prepare, "rename")
 
     def clear(self) -> None:
-        """Drop every identity, template, negative and setting of the gallery; `head` stays, so mirrors notice."""
+        """Drop every identity, template, crop, negative and setting of the gallery; `head` stays, so mirrors
+        notice."""
         def prepare(pipe, meta) -> Plan:
             ids = [i.decode() for i in self.client.hvals(self.keys.names)]
             keys = [self.keys.identity(i) for i in ids] + [self.keys.negatives(i) for i in ids]
+            keys += [self.keys.crops(i) for i in ids]
             keys += [self.keys.meta, self.keys.names, self.keys.vset, self.keys.negative_ids]
 
             def write(p) -> None:
@@ -338,15 +362,17 @@ class GalleryStore(TemplateEdits):
         return self._commit(prepare, op, self._watched(watch))
 
     def _known_state(self, known: dict[str, str]) -> dict[str, Pending]:
-        """Per existing identity id: its record and template ids, read in one pipeline."""
+        """Per existing identity id: its record, template ids and which have a crop, read in one pipeline."""
         pipe = self.client.pipeline(transaction=False)
         for identity_id in known.values():
             pipe.hget(self.keys.identity(identity_id), RECORD_FIELD).hkeys(self.keys.identity(identity_id))
+            pipe.hkeys(self.keys.crops(identity_id))
         replies = pipe.execute()
         state = {}
-        for identity_id, record, tids in zip(known.values(), replies[::2], replies[1::2]):
+        for identity_id, record, tids, cropped in zip(known.values(), replies[::3], replies[1::3], replies[2::3]):
             tids = {t.decode() for t in tids if t != RECORD_FIELD}
-            state[identity_id] = Pending(identity_of(identity_id, {RECORD_FIELD: record}, len(tids)), tids)
+            state[identity_id] = Pending(identity_of(identity_id, {RECORD_FIELD: record}, len(tids)), tids,
+                                         cropped={t.decode() for t in cropped})
         return state
 
     def _queue_identity(self, p, pending: Pending, indexed: bool) -> None:
@@ -354,7 +380,10 @@ class GalleryStore(TemplateEdits):
         fields = dict(pending.blobs)
         if pending.record_changed:
             fields[RECORD_FIELD] = record_of(identity)
-        p.hset(self.keys.identity(identity.id), mapping=fields)
+        if fields:  # a duplicate that only gains its crop changes nothing else
+            p.hset(self.keys.identity(identity.id), mapping=fields)
+        if pending.crops:
+            p.hset(self.keys.crops(identity.id), mapping=pending.crops)
         if indexed:
             # Q8 matches an int8 gallery's own precision; a float32 gallery keeps exact vectors (NOQUANT).
             quant = "Q8" if self.dtype == "int8" else "NOQUANT"

@@ -1,9 +1,10 @@
 """Edits to an enrolled identity beyond adding templates: negative templates, and removing templates.
 
 Negatives ("this face is not Alice") live beside the identity (`fs:{g}:neg:<id>`, listed in `neg-ids`,
-keys.py), encoded like templates in the gallery's dtype, and go with it on `remove`/`clear`. Removing templates is how self-enrolment is
-undone: `remove_auto_templates` drops the `auto-` templates and never a manual one. Each edit is one transaction
-of the store (`_commit`) with a change-stream entry naming the identity, so every mirror re-fetches it.
+keys.py), encoded like templates in the gallery's dtype, and go with it on `remove`/`clear`. Removing templates
+is how self-enrolment is undone: `remove_auto_templates` drops the `auto-` templates and never a manual one; a
+removed template's enrolment crop (`crops:<id>`) goes with it. Each edit is one transaction of the store
+(`_commit`) with a change-stream entry naming the identity, so every mirror re-fetches it.
 
 A mixin of GalleryStore: it uses the store's client, keys and transaction machinery.
 """
@@ -138,6 +139,7 @@ class TemplateEdits:
         def write(p) -> None:
             for identity_id, tids in gone.items():
                 p.hdel(self.keys.identity(identity_id), *tids)
+                p.hdel(self.keys.crops(identity_id), *tids)  # a removed template's crop goes with it
                 if indexed:
                     for tid in tids:
                         p.execute_command("VREM", self.keys.vset, element(identity_id, tid))

@@ -82,9 +82,11 @@ def name_cluster(unknowns: UnknownStore, gallery: GalleryStore, cluster_id: str,
         unknowns.cluster(cluster_id)  # says where a merged, named or forgotten id went
         raise GalleryError(f"{cluster_id} holds no sightings to enrol")
     chosen, outliers = best_faces(faces, min_similarity, max_templates)
+    # The chosen faces' kept crops become the templates' enrolment crops (a sighting purged meanwhile has none).
+    kept = [unknowns.sighting(s.id, crops=True) for s in chosen]
     result = gallery.add(name, np.stack([s.embedding for s in chosen]), [SIGHTING_TEMPLATE + s.id for s in chosen],
                          fingerprint, {"named_from": cluster_id}, also=unknowns.naming(cluster_id),
-                         watch=[unknowns.keys.head])
+                         watch=[unknowns.keys.head], crops=[k.crop_jpeg if k else None for k in kept])
     return Named(cluster_id, result.identity.name, result.identity.id, result.created, result.added, len(faces),
                  outliers)
 

@@ -61,7 +61,7 @@ def default_camera_name(spec: str, kind: SourceKind) -> str:
     else:
         parts = urlsplit(spec)
         name = f"{parts.hostname or 'stream'}{parts.path}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "source"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:128] or "source"  # 128: a camera name's limit
 
 
 def capture_property(capture: Any, prop: int) -> float:

@@ -12,7 +12,8 @@ Threads and queues (single process; sized for a 2-core CPU, where ONNX Runtime a
         │                                 events)
         │  Queue(stage_queue) of `Annotated` batches
         ▼
-    "output" thread ── VideoOutput (draw, encode), end-to-end latency per frame
+    "output" thread ── VideoOutput (draw, encode), end-to-end latency per frame; offers each frame to the
+                       console's SnapshotPublisher (snapshots.py), which publishes on its own thread
 
 Detection of the next batch overlaps embedding of this one, and video encoding overlaps both, so the two
 cores are busy with different nets instead of splitting one net's small convolutions (1 ORT thread each).
@@ -33,6 +34,7 @@ from typing import Any
 from pipeline.core.errors import FacestreamError
 from pipeline.video.metrics import StageMetrics
 from pipeline.video.output import VideoOutput
+from pipeline.video.snapshots import SnapshotPublisher
 from pipeline.video.source_group import SourceGroup
 from pipeline.video.stages import DetectStage, RecogniseStage
 from pipeline.video.track_log import TrackLog
@@ -50,12 +52,14 @@ class Runner:
 
     def __init__(self, group: SourceGroup, detect: DetectStage, recognise: RecogniseStage, output: VideoOutput,
                  metrics: StageMetrics, stage_queue: int = 2, batch_wait_s: float = 0.05,
-                 max_frames: int | None = None, tracks: TrackLog | None = None):
+                 max_frames: int | None = None, tracks: TrackLog | None = None,
+                 snapshots: SnapshotPublisher | None = None):
         self.group = group
         self.detect = detect
         self.recognise = recognise
         self.output = output
         self.tracks = tracks  # the --tracks log, written beside the video from the same records
+        self.snapshots = snapshots  # the console's live frames and camera health (never blocks this thread)
         self.metrics = metrics
         self.batch_wait_s = float(batch_wait_s)
         self.max_frames = max_frames
@@ -143,6 +147,8 @@ class Runner:
                     self.output.write(frame.camera, frame.image, item.labels, f"{frame.camera} #{frame.index}")
                     if self.tracks is not None:
                         self.tracks.write(item)
+                    if self.snapshots is not None:
+                        self.snapshots.offer(frame.camera, frame.image, item.labels, frame.index)
                 self.metrics.latency(time.perf_counter() - item.received)
                 self.metrics.count("frames_out")
 

@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.core.errors import SourceError
 from pipeline.core.frames import Frame
 from pipeline.core.urls import redact
+from pipeline.gallery.keys import CAMERA_NAME
 from pipeline.video.capture import (
     STREAM_TIMEOUT_MS,
     SourceKind,
@@ -78,6 +79,9 @@ class FrameSource:
         self.spec = str(spec)
         self.kind: SourceKind = source_kind(self.spec)
         self.camera = camera or default_camera_name(self.spec, self.kind)
+        if not CAMERA_NAME.fullmatch(self.camera):
+            # The name goes into Redis keys (console snapshots), file names and track ids.
+            raise SourceError(f"invalid camera name {self.camera!r}: use 1-128 letters, digits, '_', '.' or '-'")
         live = self.kind != "file"
         self.policy = ("drop_oldest" if live else "wait") if policy == "auto" else policy
         self.reconnect = live if reconnect is None else bool(reconnect)

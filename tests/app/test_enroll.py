@@ -171,6 +171,10 @@ def test_add_twice_list_show_rename_remove(cli, redis_client, shared_data):
     assert (again["accepted"], again["added"], again["duplicates"]) == (3, 0, 3)
     store = GalleryStore(redis_client)
     assert store.get("Lin").templates == 3 and store.templates("Lin").shape == (3, 128)
+    # Each template keeps its aligned enrolment crop, a JPEG at the embedder's size.
+    crops = store.crops("Lin")
+    assert sorted(crops) == sorted(o["template_id"] for o in first["outcomes"] if o["accepted"])
+    assert {cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR).shape for j in crops.values()} == {(150, 150, 3)}
 
     listed = as_json(cli("list", "--json")[1])
     assert [(p["name"], p["templates"]) for p in listed["identities"]] == [("Lin", 3)]
@@ -182,6 +186,7 @@ def test_add_twice_list_show_rename_remove(cli, redis_client, shared_data):
     code, out, err = cli("remove", "Lin-Manuel Miranda")
     assert "3 templates" in out
     assert store.identities() == [] and not [k for k in redis_client.scan_iter("*") if b"ident" in k.lower()]
+    assert not [k for k in redis_client.scan_iter("*") if b":crops:" in k]
     code, out, err = cli("show", "Lin-Manuel Miranda", expect=2)
     assert err.strip().count("\n") == 0 and "no identity named" in err and "Traceback" not in err
 
