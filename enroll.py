@@ -28,6 +28,9 @@ remove, export and import them.
     reject --face PHOTO --not NAME                  the same from a photo
     auto list | auto remove [NAME]                  self-enrolled templates (gallery.auto_enrol): count, remove
 
+    keys create --role admin|viewer                 a new API key for serve.py's console and API (shown once)
+    keys list | keys revoke KEY_ID                  the keys (id, role, created, last used; never the secret)
+
 `remove NAME` forgets the person completely: templates, negative templates, sightings and their crops.
 
 Photos are judged by the quality gates (config section `quality`); every rejected input gets a line saying
@@ -148,7 +151,7 @@ def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
 
 def write_identity(store, fingerprint: str, name: str, report, out: Output) -> dict:
     """One identity's accepted templates in one atomic store write; its line of the summary."""
-    result = store.add(name, report.matrix(), report.template_ids, fingerprint)
+    result = store.add(name, report.matrix(), report.template_ids, fingerprint, crops=report.crops())
     state = "new identity" if result.created else "existing identity"
     out.line(f"enrolled  {result.identity.name}: {plural(result.added, 'template')} added, "
              f"{plural(result.duplicates, 'duplicate')}, {result.identity.templates} in all ({state})")
@@ -388,9 +391,37 @@ def run_auto(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def run_keys(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    """API keys of the console (serve.py): stored hashed in Redis; a new key is printed once, never again."""
+    from pipeline.app.console import api_keys
+
+    keys = api_keys(cfg, args.redis_url)
+    if args.action == "create":
+        key_id, key = keys.create(args.role)
+        if out.as_json:
+            print(json.dumps({"key": key, "id": key_id, "role": args.role}))
+        else:
+            print(key)
+            print(f"key {key_id} ({args.role}) created; it is shown only now: store it, or revoke it and create "
+                  "another", file=sys.stderr)
+    elif args.action == "list":
+        records = keys.list()
+        out.line(f"{'KEY ID':<14} {'ROLE':<7} {'CREATED':<24} LAST USED")
+        for r in records:
+            out.line(f"{r.id:<14} {r.role:<7} {when(r.created):<24} {when(r.last_used) if r.last_used else '-'}")
+        out.line(plural(len(records), "key"))
+        out.result({"command": "keys list", "keys": [r.as_dict() for r in records]})
+    else:
+        if not keys.revoke(args.key_id):
+            raise ConfigError(f"no API key {args.key_id!r} (enroll.py keys list shows them)")
+        out.line(f"revoked key {args.key_id}: its requests and browser sessions are refused from now on")
+        out.result({"command": "keys revoke", "id": args.key_id, "revoked": True})
+    return 0
+
+
 COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_rename, "remove": run_remove,
             "export": run_export, "import": run_import, "unknowns": run_unknowns, "search": run_search,
-            "reject": run_reject, "auto": run_auto}
+            "reject": run_reject, "auto": run_auto, "keys": run_keys}
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -443,7 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     auto_actions.add_parser("list", parents=[json_too], help="self-enrolled templates per person")
     auto_actions.add_parser("remove", parents=[json_too], help="remove them (one person, or everyone)"
                             ).add_argument("name", nargs="?", default=None)
+    add_keys_parser(commands, json_too)
     return parser
+
+
+def add_keys_parser(commands, json_too) -> None:
+    keys = commands.add_parser("keys", parents=[json_too], help="API keys of the console: create, list, revoke")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("create", parents=[json_too], help="a new key, printed once"
+                       ).add_argument("--role", choices=("admin", "viewer"), required=True)
+    actions.add_parser("list", parents=[json_too], help="every key (never its secret)")
+    actions.add_parser("revoke", parents=[json_too], help="refuse a key from now on").add_argument("key_id")
 
 
 def add_unknowns_parser(commands, json_too) -> None:

@@ -1,6 +1,6 @@
-"""The operator's actions on one gallery's people and unknown people, as enroll.py (and the console to come)
-call them: list, show, name, merge, forget and purge unknown clusters; search by photo; reject a wrong name;
-forget a person completely; remove self-enrolled templates.
+"""The operator's actions on one gallery's people and unknown people, as enroll.py and the console (serve.py)
+call them: list, show, name, merge, forget and purge unknown clusters; search by photo; recognize a photo;
+enrol uploaded photos; rename; reject a wrong name; forget a person completely; remove self-enrolled templates.
 
 Each action returns plain records the caller prints or serves; the rules live in pipeline/unknowns and
 pipeline/gallery, the thresholds come from the same operating points the live matcher uses.
@@ -8,6 +8,9 @@ pipeline/gallery, the thresholds come from the same operating points the live ma
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,12 +18,27 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.app.config import AppConfig
-from pipeline.app.services import face_judge, gallery_operating_point, make_detector, make_embedder, unknown_store
-from pipeline.core.errors import GalleryError
-from pipeline.core.images import read_image
+from pipeline.app.services import (
+    face_judge,
+    gallery_operating_point,
+    make_detector,
+    make_embedder,
+    quality_gates,
+    unknown_store,
+)
+from pipeline.core.errors import GalleryError, SourceError
+from pipeline.core.images import MAX_PIXELS, decode_image, read_image
 from pipeline.core.model_card import load_card
-from pipeline.gallery import GalleryStore
+from pipeline.gallery import GalleryStore, validate_name
+from pipeline.gallery.matcher import Matcher
+from pipeline.gallery.search import ExactSearch, StaticSource
 from pipeline.gallery.threshold import template_counts
+from pipeline.recognise.enrollment import (
+    UNREADABLE,
+    Enroller,
+    EnrollmentReport,
+    Outcome,
+)
 from pipeline.unknowns import operations
 from pipeline.unknowns.clustering import assignment_threshold, merge_threshold
 from pipeline.unknowns.sightings import Cluster, Purged, Sighting
@@ -38,13 +56,44 @@ class PhotoFace:
         return {"box": self.box, "rejected": self.rejected, "found": [f.as_dict() for f in self.found]}
 
 
+@dataclass(frozen=True)
+class RecognizedFace:
+    """One face of a photo as the live pipeline would name it: the enrolled identity it matches (at the gallery's
+    operating point, negatives honoured), else the unknown cluster it matches (at the assignment threshold,
+    none created), with the similarity of that decision."""
+
+    box: list[float]
+    landmarks: list[list[float]]
+    score: float  # detector confidence
+    identity: str | None = None
+    unknown_id: str | None = None
+    similarity: float | None = None  # of the identity (or cluster) chosen; else the best identity's
+    threshold: float | None = None  # the threshold it was compared with
+    rejected: str | None = None  # the quality gate that refused it (then not matched)
+
+
+@dataclass(frozen=True)
+class PhotosAdded:
+    """`add_photos`: what each upload became (enroll.py's outcomes and messages), and the gallery write."""
+
+    name: str
+    outcomes: list[Outcome]
+    added: int = 0
+    duplicates: int = 0
+    templates: int = 0
+    created: bool = False
+
+
 class Operator:
     """`Operator(cfg, client, "default", model_card_path)`: every action on that gallery."""
 
-    def __init__(self, cfg: AppConfig, client, gallery: str, model: Path):
+    def __init__(self, cfg: AppConfig, client, gallery: str, model: Path, max_pixels: int = MAX_PIXELS):
         self.cfg, self.model = cfg, Path(model)
+        self.max_pixels = int(max_pixels)  # of an upload's declared size (the console's limit)
         self.store = GalleryStore.open(client, gallery)
         self.unknowns = unknown_store(cfg, client, gallery)
+        # One request at a time through the detector and embedder (the console serves requests on threads).
+        self._models = threading.Lock()
 
     @cached_property
     def card(self):
@@ -102,9 +151,13 @@ class Operator:
     # -- search -------------------------------------------------------------------------------------------
     def search(self, photo: Path, limit: int = 10) -> list[PhotoFace]:
         """Every face of the photo: the identities and unknown clusters it matches, with their sightings."""
+        return self.search_image(read_image(photo, self.max_pixels), limit)
+
+    def search_image(self, image: np.ndarray, limit: int = 10) -> list[PhotoFace]:
+        """`search` for a photo already decoded (an upload: BGR uint8)."""
         identity_threshold, cluster_threshold = self.identity_threshold(), self.cluster_threshold()
         results = []
-        for box, embedding, rejected in self.photo_faces(photo):
+        for box, embedding, rejected in self.image_faces(image):
             found = [] if embedding is None else operations.search_face(
                 embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit)
             results.append(PhotoFace(box, found, rejected))
@@ -112,18 +165,100 @@ class Operator:
 
     def photo_faces(self, photo: Path) -> list[tuple[list[float], np.ndarray | None, str | None]]:
         """(box, embedding or None, rejection reason or None) for each face of the photo."""
-        image = read_image(photo)
-        faces = self._detector.detect_one(image)
-        judge = face_judge(self.cfg, self._embedder)
-        out = []
-        for i in range(len(faces)):
-            judged = judge.judge(image, faces, i)
-            box = [round(float(v), 1) for v in faces.xyxy[i]]
-            if judged.ok:
-                out.append((box, judge.embed([judged.crop])[0], None))
-            else:
-                out.append((box, None, judged.verdict.reason))
+        return self.image_faces(read_image(photo, self.max_pixels))
+
+    def image_faces(self, image: np.ndarray) -> list[tuple[list[float], np.ndarray | None, str | None]]:
+        return [(box, embedding, rejected) for box, _, _, embedding, rejected in self._judged(image)]
+
+    def _judged(self, image: np.ndarray) -> list[tuple[list[float], list, float, np.ndarray | None, str | None]]:
+        """(box, landmarks, detector score, embedding or None, rejection reason or None) for each face."""
+        with self._models:
+            faces = self._detector.detect_one(image)
+            judge = face_judge(self.cfg, self._embedder)
+            out = []
+            for i in range(len(faces)):
+                judged = judge.judge(image, faces, i)
+                box = [round(float(v), 1) for v in faces.xyxy[i]]
+                marks = [[round(float(x), 1), round(float(y), 1)] for x, y in faces.landmarks[i]]
+                embedding = judge.embed([judged.crop])[0] if judged.ok else None
+                out.append((box, marks, round(float(faces.score[i]), 4), embedding,
+                            None if judged.ok else judged.verdict.reason))
         return out
+
+    # -- recognize: one photo, named as the live pipeline would name it --------------------------------------
+    def recognize(self, image: np.ndarray) -> list[RecognizedFace]:
+        """Every face of the photo: its identity, else its unknown cluster (nothing is written)."""
+        judged = self._judged(image)
+        embeddings = [j[3] for j in judged if j[3] is not None]
+        if not embeddings:
+            return [RecognizedFace(box, marks, score, rejected=why) for box, marks, score, _, why in judged]
+        snapshot = self.store.snapshot()
+        threshold = gallery_operating_point(self.cfg, self.card, template_counts(snapshot)).threshold
+        matches = iter(Matcher(ExactSearch(snapshot), threshold, score=self.cfg.run.score,
+                               negatives=StaticSource(snapshot)).match(np.stack(embeddings).astype(np.float32))
+                       if len(snapshot.identity_ids) else [None] * len(embeddings))
+        members = self.unknowns.members()
+        cluster_threshold = self.cluster_threshold()
+        out = []
+        for box, marks, score, embedding, why in judged:
+            if embedding is None:
+                out.append(RecognizedFace(box, marks, score, rejected=why))
+                continue
+            match = next(matches)
+            if match is not None and match.identity is not None:
+                out.append(RecognizedFace(box, marks, score, identity=match.identity,
+                                          similarity=round(float(match.similarity), 4),
+                                          threshold=round(float(match.threshold or threshold), 4)))
+                continue
+            cluster, similarity = _best_cluster(members, embedding)
+            if cluster is not None and similarity >= cluster_threshold:
+                out.append(RecognizedFace(box, marks, score, unknown_id=cluster, similarity=round(similarity, 4),
+                                          threshold=round(cluster_threshold, 4)))
+            else:
+                best = None if match is None else round(float(match.similarity), 4)
+                out.append(RecognizedFace(box, marks, score, similarity=best, threshold=round(threshold, 4)))
+        return out
+
+    # -- enrolment from uploads -------------------------------------------------------------------------------
+    def add_photos(self, name: str, uploads: list[tuple[str, bytes]], largest: bool = False) -> PhotosAdded:
+        """Enrol uploaded photos ((file name, bytes), ...) as `name` through the gates enroll.py uses, each
+        rejection with enroll.py's reason; the accepted ones in one atomic write (nothing when none is)."""
+        name = validate_name(name)
+        enroller = Enroller(self._detector, self._embedder, quality_gates(self.cfg), largest=largest)
+        report = EnrollmentReport()
+        with self._models, tempfile.TemporaryDirectory(prefix="facestream-upload-") as folder:
+            for index, (filename, data) in enumerate(uploads):
+                where = Path(filename or f"upload-{index}").name or f"upload-{index}"
+                try:
+                    decode_image(data, where, self.max_pixels)  # the console's pixel limit, before the gates
+                except SourceError as exc:  # empty, truncated, a bomb, not an image: enroll.py's reason
+                    report.outcomes.append(Outcome(where, reason=UNREADABLE, detail=str(exc)))
+                    continue
+                path = Path(folder) / f"{index}{Path(where).suffix.lower() or '.img'}"
+                path.write_bytes(data)
+                seen = len(report.outcomes)
+                enroller.add_file(path, report)
+                report.outcomes[seen:] = [dataclasses.replace(o, path=where) for o in report.outcomes[seen:]]
+        if not report.template_ids:
+            return PhotosAdded(name, report.outcomes)
+        result = self.store.add(name, report.matrix(), report.template_ids, self._embedder.fingerprint,
+                                crops=report.crops())  # each template's aligned crop, as enroll.py keeps it
+        return PhotosAdded(result.identity.name, report.outcomes, result.added, result.duplicates,
+                           result.identity.templates, result.created)
+
+    def rename(self, old: str, new: str):
+        return self.store.rename(old, new)
+
+    def remove_templates(self, name: str, template_ids: list[str]) -> int:
+        return self.store.remove_templates(name, template_ids)
+
+    def reject_image(self, image: np.ndarray, name: str) -> int:
+        """`reject_photo` for an uploaded photo."""
+        faces = [f for f in self.image_faces(image) if f[1] is not None]
+        if not faces:
+            raise GalleryError("the photo: no face passed the quality gates, nothing to reject")
+        largest = max(faces, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        return operations.reject_face(self.store, largest[1], name)
 
     # -- thresholds: the live matcher's and directory's operating points -----------------------------------
     def identity_threshold(self) -> float:
@@ -148,3 +283,13 @@ class Operator:
     @cached_property
     def _detector(self):
         return make_detector(self.cfg)
+
+
+def _best_cluster(members, embedding: np.ndarray) -> tuple[str | None, float]:
+    """The cluster whose member tracks are nearest to the face (as live assignment compares), and that cosine."""
+    if not len(members.owner):
+        return None, -1.0
+    query = np.asarray(embedding, np.float32) / max(float(np.linalg.norm(embedding)), 1e-12)
+    sims = members.matrix @ query
+    best = int(np.argmax(sims))
+    return members.cluster_ids[int(members.owner[best])], float(sims[best])
