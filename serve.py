@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedder model card (JSON)")
     parser.add_argument("--config", type=Path, default=None, help="YAML config file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--mqtt-only", action="store_true",
+                        help="run only the MQTT bridge (mqtt.url), no web console")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -53,11 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
     try:
-        import uvicorn
-
         from pipeline.api import create_app
         from pipeline.app.config import load_app_config
-        from pipeline.app.console import console_services
+        from pipeline.app.console import console_services, mqtt_bridge
         from pipeline.app.services import set_threads
 
         cfg = load_app_config(args.config, args.set)
@@ -67,10 +67,36 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= port <= 65535:
             raise FacestreamError(f"--port must be 1-65535, got {port}")
         services = console_services(cfg, args.gallery, args.model, args.redis_url)
-        app = create_app(services)
+        bridge = mqtt_bridge(cfg, services)
+        if args.mqtt_only and bridge is None:
+            raise FacestreamError("--mqtt-only needs mqtt.url (e.g. --set mqtt.url=mqtt://127.0.0.1:1883)")
+        app = None if args.mqtt_only else create_app(services)
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if bridge is not None:
+        bridge.start()  # publishes from the event stream in its own thread; a broker outage loses nothing
+        log.info("MQTT bridge for gallery %r to %s", args.gallery, bridge.shown_url)
+    try:
+        return run_console(app, host, port, args) if app is not None else wait_for_interrupt()
+    finally:
+        if bridge is not None:
+            bridge.stop()
+
+
+def wait_for_interrupt() -> int:
+    import threading
+
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_console(app, host: str, port: int, args: argparse.Namespace) -> int:
+    import uvicorn
+
     if not is_loopback(host):
         log.warning("binding %s: the console is reachable from other machines; keys and the login guard it, but "
                     "traffic is plain HTTP unless a TLS proxy sits in front", host)

@@ -33,3 +33,14 @@ def console_services(cfg: AppConfig, gallery: str, model: Path, redis_url: str |
 def api_keys(cfg: AppConfig, redis_url: str | None = None) -> ApiKeys:
     """The key store (enroll.py keys)."""
     return ApiKeys(redis_client(cfg, redis_url))
+
+
+def mqtt_bridge(cfg: AppConfig, services: Services):
+    """The MQTT bridge of the console's gallery (pipeline/mqtt), not started; None when `mqtt.url` is unset.
+    Home Assistant's per-person sensors follow the gallery's identities."""
+    if not cfg.mqtt.url:
+        return None
+    from pipeline.mqtt import bridge_for
+
+    store = services.operator.store
+    return bridge_for(services.client, services.gallery, cfg.mqtt, store.identities)
