@@ -148,6 +148,12 @@ class ForgotOut(Model):
     sightings_removed: int
 
 
+class SightingRemovedOut(Model):
+    id: str
+    sighting: str
+    cluster_remains: bool = Field(description="false when that was the cluster's last face (the cluster is gone)")
+
+
 class SeenOut(SightingOut):
     similarity: float
 

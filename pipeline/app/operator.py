@@ -119,6 +119,10 @@ class Operator:
         """`other`'s faces join `keep`, whose id survives (an operator's merge names the survivor)."""
         return self.unknowns.merge(keep, [other])
 
+    def not_this_person(self, cluster_id: str, sighting_id: str) -> bool:
+        """One face is not the cluster's person: it is deleted; returns whether the cluster remains."""
+        return self.unknowns.forget_sighting(cluster_id, sighting_id)
+
     def forget(self, cluster_id: str) -> int:
         return self.unknowns.forget(cluster_id)
 

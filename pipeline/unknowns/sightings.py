@@ -27,6 +27,7 @@ from pipeline.unknowns.keys import (
     UnknownKeys,
     validate_cluster_id,
     validate_owner,
+    validate_sighting_id,
 )
 from pipeline.unknowns.records import (
     DAY_S,
@@ -261,6 +262,30 @@ class UnknownStore:
                     p.hdel(self.keys.aliases, *aliases)
             return len(doomed), write
         return self._commit(prepare, "forget a cluster")
+
+    def forget_sighting(self, cluster_id: str, sighting_id: str) -> bool:
+        """"Not this person": one face leaves the cluster (deleted, with its crop); the cluster goes with its last
+        face. Returns whether the cluster is still there."""
+        cluster_id, sighting_id = validate_cluster_id(cluster_id), validate_sighting_id(sighting_id)
+
+        def prepare() -> tuple[bool, Callable]:
+            if not self.client.hexists(self.keys.clusters, cluster_id):
+                raise GalleryError(self._gone(cluster_id))
+            if self.client.zscore(self.keys.owned(cluster_id), sighting_id) is None:
+                raise GalleryError(f"no sighting {sighting_id} in {cluster_id} (already removed, or never its face)")
+            doomed = self._details([sighting_id])
+            emptied = self._emptied(doomed)
+            aliases = self._aliases_to(emptied)
+
+            def write(p) -> None:
+                self._queue_delete(p, doomed)
+                for gone in emptied:
+                    p.unlink(self.keys.owned(gone))
+                    p.hdel(self.keys.clusters, gone)
+                if aliases:
+                    p.hdel(self.keys.aliases, *aliases)
+            return not emptied, write
+        return self._commit(prepare, "forget a sighting")
 
     def purge(self, now: float | None = None) -> Purged:
         """Drop sightings older than the retention and the oldest beyond `max_sightings`; then empty clusters."""

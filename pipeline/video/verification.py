@@ -27,8 +27,8 @@ Weak faces (profiles, small, blurred) spread far wider and only take part in the
 A track in doubt (`doubt=True`: its appearance gate saw the face under the box change, a cut that kept the
 background) is held to more: its strong faces must reach `doubt_min_appearance` (0.82, the card's impostor
 threshold at FAR 1e-2) to its appearance, not only 0.70, because two strangers' faces commonly score between
-the two (with nobody enrolled only this test can tell them apart); `OTHER_IDENTITY` splits a confirmed-unknown track too (a stranger's box now
-showing an enrolled face), and a track not yet decided is split on `APPEARANCE_DROP` (its votes so far are
+the two (with nobody enrolled only this test can tell them apart); `OTHER_IDENTITY` splits a confirmed-unknown
+track too (a stranger's box now showing an enrolled face), and a track not yet decided is split on `APPEARANCE_DROP` (its votes so far are
 about someone else). The stage takes a doubted track's name off the box until a face clears it: a strong face
 that passes every test, or a weak one whose match names the track's own identity (nobody, for an unknown
 track). A weak face naming nobody cannot clear a known name, and a face too poor to embed decides nothing:

@@ -18,6 +18,7 @@ from pipeline.api.models import (
     MergeIn,
     NamedOut,
     NameIn,
+    SightingRemovedOut,
 )
 from pipeline.api.services import Services
 from pipeline.gallery import validate_name
@@ -59,6 +60,13 @@ def merge(*, cluster_id: str, body: MergeIn, svc: Annotated[Services, Depends(se
 def forget(*, cluster_id: str, svc: Annotated[Services, Depends(services)]):
     svc.operator.unknowns.cluster(cluster_id)  # 404 (saying where it went) before anything is deleted
     return {"id": cluster_id, "sightings_removed": svc.operator.forget(cluster_id)}
+
+
+@router.delete("/unknowns/{cluster_id}/sightings/{sighting_id}", response_model=SightingRemovedOut,
+               dependencies=[admin], summary="Not this person: one face leaves the cluster (deleted with its crop)")
+def not_this_person(*, cluster_id: str, sighting_id: str, svc: Annotated[Services, Depends(services)]):
+    remains = svc.operator.not_this_person(cluster_id, sighting_id)
+    return {"id": cluster_id, "sighting": sighting_id, "cluster_remains": remains}
 
 
 @router.get("/sightings/{sighting_id}/crop", dependencies=[viewer], response_class=Response,

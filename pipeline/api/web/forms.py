@@ -131,6 +131,18 @@ async def merge(request: Request, cluster_id: str):
     return back("/unknowns", f"merged {', '.join(merged)} into {cluster_id}")
 
 
+@router.post("/unknowns/{cluster_id}/sightings/{sighting_id}/remove")
+async def not_this_person(request: Request, cluster_id: str, sighting_id: str):
+    await form_user(request, "admin")
+    try:
+        remains = request.app.state.services.operator.not_this_person(cluster_id, sighting_id)
+    except FacestreamError as exc:
+        return back(f"/unknowns/{cluster_id}", str(exc), "error")
+    if not remains:
+        return back("/unknowns", f"that was {cluster_id}'s last face: the cluster is gone")
+    return back(f"/unknowns/{cluster_id}", f"removed one face from {cluster_id} (not this person)")
+
+
 @router.post("/unknowns/{cluster_id}/forget")
 async def forget(request: Request, cluster_id: str):
     await form_user(request, "admin")
