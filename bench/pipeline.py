@@ -35,8 +35,9 @@ PEOPLE = {"Lin-Manuel Miranda": SHARED / "reference_photos" / "lin-manuel-mirand
           "Alex Lacamoire": SHARED / "reference_photos" / "alex-lacamoire.png"}
 GALLERY = "bench-pipeline"
 PEER_VENV = REPO / ".cache" / "peer-venv"
+# click: face_recognition's own CLI (`face_recognition KNOWN UNKNOWN`, bench.recognize's anchor).
 PEER_INSTALL = (["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0", "numpy",
-                 "opencv-python-headless==5.0.0.93", "Pillow"], ["--no-deps", "face_recognition==1.3.0"])
+                 "opencv-python-headless==5.0.0.93", "Pillow", "click==8.5.1"], ["--no-deps", "face_recognition==1.3.0"])
 
 # Upstream's facerec_from_video_file.py, minus the video writer; prints one JSON line.
 PEER_SCRIPT = r"""
