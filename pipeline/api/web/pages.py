@@ -20,8 +20,21 @@ from pipeline.api.web.session import LOGIN_CSRF_COOKIE, login_token, page_user
 from pipeline.core.errors import FacestreamError
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
-templates.env.filters["when"] = lambda t: "-" if t is None else datetime.fromtimestamp(
-    float(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+MEDIA_TIME_MAX = 1e9  # an event's time below this (2001-09-09) is a file's media time, not the wall clock
+
+
+def when(t) -> str:
+    """A wall-clock time as UTC; a file source's media time (seconds into the video) as h:mm:ss.s."""
+    if t is None:
+        return "-"
+    t = float(t)
+    if 0 <= t < MEDIA_TIME_MAX:
+        tenths = round(t * 10)
+        return f"{tenths // 36000}:{tenths // 600 % 60:02d}:{tenths % 600 // 10:02d}.{tenths % 10} into the video"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = when
 templates.env.filters["seg"] = lambda text: quote(str(text), safe="")
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 

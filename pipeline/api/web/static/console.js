@@ -14,8 +14,14 @@
 
   function text(tag, value) { const el = document.createElement(tag); el.textContent = value == null ? "" : value; return el; }
 
-  function when(t) {
-    return t == null ? "-" : new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  function when(t) {  // as pages.py's `when`: below 1e9 s an event's time is a file's media time
+    if (t == null) return "-";
+    if (t >= 0 && t < 1e9) {
+      const d = Math.round(t * 10), pad = (n) => String(n).padStart(2, "0");
+      return Math.floor(d / 36000) + ":" + pad(Math.floor(d / 600) % 60) + ":" + pad(Math.floor(d / 10) % 60) + "."
+        + (d % 10) + " into the video";
+    }
+    return new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
   }
 
   function eventRow(e) {
