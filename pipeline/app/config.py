@@ -44,6 +44,9 @@ class DetectorConfig(Section):
     pyramid: Literal["area", "octave", "fast"] = "area"
     # Larger frames are detected on a downscaled copy: phone photos (4000 px) would cost seconds each.
     max_side: int | None = Field(1280, ge=48)
+    # The largest face worth finding (px, in the detected frame): pyramid levels for larger faces are skipped.
+    # None: every level down to a 12 px image, as before.
+    max_face_size: int | None = Field(None, ge=12)
 
 
 class QualityConfig(Section):
@@ -214,6 +217,10 @@ class RunConfig(Section):
     """The streaming runner's own settings."""
 
     detect_every: int = Field(3, ge=1, description="run MTCNN on every Nth frame per camera; tracks carry the rest")
+    # Region-of-interest detection (pipeline/video/roi.py): between full scans, detect only around live tracks
+    # (at their scale) and where motion appeared, on every frame. 0: off (detect_every decides, as before).
+    full_scan_every: int = Field(0, ge=0, description="frames between two full-frame scans per camera")
+    roi_margin: float = Field(1.0, ge=0, description="a track's region: its box grown by this many box sides")
     # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
     # most expensive (largest) levels. None: detector.min_face_size.
     min_face_size: int | None = Field(40, ge=8)
@@ -232,6 +239,28 @@ class RunConfig(Section):
     embed_batch: int = Field(32, ge=1)
     video_fps: float | None = Field(None, gt=0, description="annotated video frame rate; None: the source's")
     metrics_host: str = "127.0.0.1"
+
+
+class MotionConfig(Section):
+    """Motion gating per camera (pipeline/video/motion.py): a low-resolution frame difference; a static scene
+    costs almost nothing."""
+
+    enabled: bool = False
+    sensitivity: float = Field(12.0, gt=0, le=255, description="grey-level change of a low-res pixel that counts")
+    min_area: float = Field(0.002, ge=0, le=1, description="share of the frame that must change")
+    width: int = Field(160, ge=16, le=1920, description="the low-resolution copy's width")
+
+
+class CameraConfig(Section):
+    """What users set per camera (`cameras.<name>`, or `camera_defaults` for all)."""
+
+    enabled: bool = True
+    fps_cap: float | None = Field(None, gt=0, description="frames per second kept; the rest dropped at decode")
+    detect_max_side: int | None = Field(None, ge=48, description="longer side the detector sees; None: detector.max_side")
+    min_face_size: int | None = Field(None, ge=8, description="None: run.min_face_size")
+    # Regions to ignore (a TV, a street): polygons in frame pixels, [[x, y], ...] each.
+    masks: list[list[tuple[float, float]]] = []
+    motion: MotionConfig = MotionConfig()
 
 
 class ConsoleConfig(Section):
@@ -283,6 +312,8 @@ class AppConfig(Section):
     gallery: GalleryConfig = GalleryConfig()
     self_enrolment: SelfEnrolmentConfig = SelfEnrolmentConfig()
     unknowns: UnknownsConfig = UnknownsConfig()
+    camera_defaults: CameraConfig = CameraConfig()
+    cameras: dict[str, CameraConfig] = {}
     console: ConsoleConfig = ConsoleConfig()
     mqtt: MqttConfig = MqttConfig()
     demo: DemoConfig = DemoConfig()
