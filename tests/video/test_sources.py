@@ -187,7 +187,8 @@ def test_reconnect_backs_off_exponentially_while_another_camera_keeps_delivering
     down = OSError("camera unplugged")
     flaky = ScriptedOpener([lambda: FakeCapture(frames=5), down, down, down, down,
                             lambda: FakeCapture(delay=0.005)])
-    a = FrameSource("0", "a", backoff_initial=0.05, backoff_max=0.2, opener=flaky)
+    # A deep queue: this is about reconnecting, and a loaded machine must not drop (drop-oldest) A's frames.
+    a = FrameSource("0", "a", backoff_initial=0.05, backoff_max=0.2, opener=flaky, queue_size=1000)
     b = FrameSource("1", "b", opener=lambda s: FakeCapture(delay=0.005))
     got = {"a": [], "b": []}
     with SourceGroup([a, b]) as group:
