@@ -140,8 +140,8 @@ def report(cfg, runs: list[dict], peer: dict | None) -> dict:
         "stages_ms": {k: {"per_call": v["ms_per_call"], "per_item": v["ms_per_item"], "calls": v["calls"]}
                       for k, v in ours["stages"].items()},
         "confirmed": ours["confirmed"], "events": ours["events"], "tracks": ours["tracks"],
-        "faces_embedded": ours["faces_embedded"], "settings": {"run": cfg.run.model_dump(),
-                                                             "pyramid": cfg.detector.pyramid},
+        "faces_embedded": ours["faces_embedded"], "detected_frames": ours["detected_frames"], "roi": ours["roi"],
+        "settings": {"run": cfg.run.model_dump(), "pyramid": cfg.detector.pyramid},
         "peer_fps": peer["fps"] if peer else None, "peer_cpu_ms_per_frame": peer["cpu_ms_per_frame"] if peer else None,
         "peer_matches": peer["matches"] if peer else None,
         "ratio": round(ours["fps"] / peer["fps"], 2) if peer else None,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.core.settings import Section, load_config
 
@@ -220,7 +220,7 @@ class RunConfig(Section):
     # Region-of-interest detection (pipeline/video/roi.py): between full scans, detect only around live tracks
     # (at their scale) and where motion appeared, on every frame. 0: off (detect_every decides, as before).
     full_scan_every: int = Field(0, ge=0, description="frames between two full-frame scans per camera")
-    roi_margin: float = Field(1.0, ge=0, description="a track's region: its box grown by this many box sides")
+    roi_margin: float = Field(0.5, ge=0, description="a track's region: its box grown by this many box sides")
     # Video faces below ~40 px fail the 50 px quality gate anyway; a larger minimum prunes the pyramid's
     # most expensive (largest) levels. None: detector.min_face_size.
     min_face_size: int | None = Field(40, ge=8)
@@ -247,8 +247,11 @@ class MotionConfig(Section):
 
     enabled: bool = False
     sensitivity: float = Field(12.0, gt=0, le=255, description="grey-level change of a low-res pixel that counts")
-    min_area: float = Field(0.002, ge=0, le=1, description="share of the frame that must change")
+    min_area: float = Field(0.002, ge=0, le=1, description="share of the watched (unmasked) pixels that must change")
     width: int = Field(160, ge=16, le=1920, description="the low-resolution copy's width")
+    # The running background's learning rate (cv2.accumulateWeighted): a change that stays (a parked car, a
+    # moved chair) stops counting as motion within ~1/alpha frames.
+    alpha: float = Field(0.02, gt=0, le=1, description="background learning rate per frame")
 
 
 class CameraConfig(Section):
@@ -261,6 +264,16 @@ class CameraConfig(Section):
     # Regions to ignore (a TV, a street): polygons in frame pixels, [[x, y], ...] each.
     masks: list[list[tuple[float, float]]] = []
     motion: MotionConfig = MotionConfig()
+
+    @field_validator("masks")
+    @classmethod
+    def _masks_are_polygons(cls, masks: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        for k, polygon in enumerate(masks):
+            if len(polygon) < 3:
+                raise ValueError(f"mask {k} needs at least 3 [x, y] points to be a polygon, got {len(polygon)}")
+            if any(x < 0 or y < 0 for x, y in polygon):
+                raise ValueError(f"mask {k} has a negative coordinate: points are frame pixels, [x, y] >= 0")
+        return masks
 
 
 class ConsoleConfig(Section):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.selection import choose_engine
-from pipeline.app.config import AppConfig, GalleryConfig
-from pipeline.core.errors import GalleryError
+from pipeline.app.config import AppConfig, CameraConfig, GalleryConfig
+from pipeline.core.errors import ConfigError, GalleryError
+from pipeline.core.settings import Section
 from pipeline.detect import MTCNN
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
@@ -32,6 +33,7 @@ from pipeline.unknowns.clustering import (
 from pipeline.unknowns.directory import UnknownDirectory
 from pipeline.unknowns.recorder import UnknownRecorder
 from pipeline.unknowns.sightings import DAY_S, UnknownStore
+from pipeline.video.motion import MotionGate
 from pipeline.video.sources import FrameSource
 from pipeline.video.tracker import IouTracker
 from pipeline.video.verification import Verifier
@@ -65,7 +67,7 @@ def make_detector(cfg: AppConfig, min_face_size: int | None = None) -> MTCNN:
     d = cfg.detector
     return MTCNN(min_face_size=min_face_size or d.min_face_size, thresholds=d.thresholds,
                  scale_factor=d.scale_factor, engine=d.engine, max_side=d.max_side, threads=d.threads,
-                 pyramid=d.pyramid)
+                 pyramid=d.pyramid, max_face_size=d.max_face_size)
 
 
 def redis_client(cfg: AppConfig, url: str | None = None):
@@ -244,5 +246,64 @@ def tracker_factory(cfg: AppConfig) -> Callable[[str], IouTracker]:
 
 
 def frame_sources(cfg: AppConfig, sources: Sequence[tuple[str, str]], **kwargs) -> list[FrameSource]:
-    """One `FrameSource` per (camera, spec) with the `sources` section's settings; `kwargs` e.g. an opener."""
-    return [FrameSource(spec, camera, **cfg.sources.model_dump(), **kwargs) for camera, spec in sources]
+    """One `FrameSource` per enabled (camera, spec) with the `sources` section's settings and the camera's
+    `fps_cap`; `kwargs` e.g. an opener. Disabled cameras are logged and never opened; ConfigError if every
+    camera given is disabled."""
+    settings = {camera: camera_settings(cfg, camera) for camera, _ in sources}
+    enabled = [(camera, spec) for camera, spec in sources if settings[camera].enabled]
+    disabled = [camera for camera, _ in sources if not settings[camera].enabled]
+    if disabled:
+        log.info("camera(s) disabled in config, not opened: %s", ", ".join(disabled))
+    if sources and not enabled:
+        raise ConfigError(f"every camera given is disabled (cameras.<name>.enabled / camera_defaults.enabled): "
+                          f"{', '.join(disabled)}")
+    return [FrameSource(spec, camera, **cfg.sources.model_dump(), fps_cap=settings[camera].fps_cap, **kwargs)
+            for camera, spec in enabled]
+
+
+# -- per-camera settings (`camera_defaults`, `cameras.<name>`) -----------------------------------------------
+def camera_settings(cfg: AppConfig, camera: str) -> CameraConfig:
+    """`cameras.<camera>` over `camera_defaults`: each field the camera's section sets replaces the defaults'
+    (`motion` field by field, so `cameras.door.motion.sensitivity` keeps the defaults' other motion settings;
+    `masks` as a whole list: a camera's masks replace the defaults', they are not added to them). A camera with
+    no section gets the defaults."""
+    own = cfg.cameras.get(camera)
+    return cfg.camera_defaults if own is None else _overlay(cfg.camera_defaults, own)
+
+
+def _overlay(base: Section, own: Section) -> Section:
+    update = {}
+    for name in own.model_fields_set:
+        value, current = getattr(own, name), getattr(base, name)
+        nested = isinstance(value, Section) and isinstance(current, Section)
+        update[name] = _overlay(current, value) if nested else value
+    return base.model_copy(update=update)
+
+
+def unmatched_cameras(cfg: AppConfig, cameras: Sequence[str]) -> list[str]:
+    """`cameras.<name>` sections that name none of `cameras` (a typo there silently configures nothing)."""
+    return sorted(set(cfg.cameras) - set(cameras))
+
+
+def motion_gate(cfg: AppConfig, camera: str) -> MotionGate | None:
+    """The camera's motion gate (its `motion` settings and `masks`); None when its motion gating is off."""
+    settings = camera_settings(cfg, camera)
+    if not settings.motion.enabled:
+        return None
+    return MotionGate(**settings.motion.model_dump(exclude={"enabled"}), masks=settings.masks)
+
+
+def motion_gates(cfg: AppConfig, cameras: Sequence[str]) -> dict[str, MotionGate]:
+    """camera -> its motion gate, for the cameras of `cameras` that have motion gating on."""
+    return {camera: gate for camera in cameras if (gate := motion_gate(cfg, camera)) is not None}
+
+
+def detect_settings(cfg: AppConfig, camera: str) -> dict:
+    """What the detect stage applies to this camera, resolved to plain values:
+    `min_face_size` (px: the camera's, else run.min_face_size, else detector.min_face_size), `max_side` (px: the
+    camera's detect_max_side, else detector.max_side; None: full frames) and `masks` (polygons in frame pixels,
+    [(x, y), ...] each: faces there are ignored)."""
+    settings = camera_settings(cfg, camera)
+    return {"min_face_size": settings.min_face_size or cfg.run.min_face_size or cfg.detector.min_face_size,
+            "max_side": settings.detect_max_side or cfg.detector.max_side,
+            "masks": [list(polygon) for polygon in settings.masks]}

@@ -13,11 +13,13 @@ from pipeline.app.services import (
     identity_voter,
     make_detector,
     make_embedder,
+    motion_gates,
     open_live_gallery,
     self_enrolment,
     track_stage_settings,
     tracker_factory,
     unknown_recorder,
+    unmatched_cameras,
     verifier,
     video_face_judge,
 )
@@ -27,6 +29,7 @@ from pipeline.redis.connect import connect
 from pipeline.video.capture import source_kind
 from pipeline.video.metrics import MetricsServer, StageMetrics
 from pipeline.video.output import VideoOutput
+from pipeline.video.roi import TrackRegions
 from pipeline.video.runner import Runner
 from pipeline.video.snapshots import SnapshotPublisher
 from pipeline.video.source_group import SourceGroup
@@ -79,20 +82,30 @@ class Session:
         matcher = self.gallery.matcher
         self.bus = EventBus(self._sinks(), include_crops=opts.save_crops or cfg.events.include_crops)
         self._closers.append(self.bus.close)
+        if unmatched := unmatched_cameras(cfg, [c for c, _ in opts.sources]):
+            log.warning("config sections cameras.%s match no source of this run (sources: %s)",
+                        ", cameras.".join(unmatched), ", ".join(c for c, _ in opts.sources))
         self.group = SourceGroup(frame_sources(cfg, opts.sources))
         if self.output.path is not None and not run.video_fps:
             self.output.fps = _source_fps(opts.sources)
         self.tracks = TrackLog(opts.tracks) if opts.tracks is not None else None
         if self.tracks is not None:
             self._closers.append(self.tracks.close)
-        detect = DetectStage(self.detector, run.detect_every, self.metrics)
+        # Region-of-interest detection (run.full_scan_every > 0): the tracker publishes where its tracks are, and
+        # the cameras with motion gating on add where motion appeared.
+        regions = TrackRegions() if run.full_scan_every > 0 else None
+        gates = motion_gates(cfg, [c for c, _ in opts.sources]) if regions is not None else {}
+        min_face = run.min_face_size or cfg.detector.min_face_size
+        detect = DetectStage(self.detector, run.detect_every, self.metrics, full_scan_every=run.full_scan_every,
+                             roi_margin=run.roi_margin, regions=regions, scene_cut=cfg.tracker.scene_cut,
+                             min_region=2 * min_face, face_px=2 * min_face, motion_gates=gates.get if gates else None)
         self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
         self.self_enrol = self_enrolment(cfg, self.store)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops, verifier=verifier(cfg),
                                         weak_every=cfg.evidence.every, unknowns=self.unknowns,
-                                        self_enrol=self.self_enrol,
+                                        self_enrol=self.self_enrol, regions=regions,
                                         **track_stage_settings(cfg))
         self.snapshots = self._snapshots()
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
@@ -178,6 +191,8 @@ class Session:
         return {"frames": frames, "wall_s": m["wall_s"], "fps": round(frames / max(m["wall_s"], 1e-9), 2),
                 "frames_dropped": sum(s["frames_dropped"] for s in sources.values()),
                 "interrupted": self.runner.interrupted, "detect_every": self.cfg.run.detect_every,
+                "full_scan_every": self.cfg.run.full_scan_every, "roi": self.runner.detect.roi.summary(),
+                "detected_frames": sum(tally.detected_frames.values()),
                 "latency_ms": m["latency_ms"], "stages": stages, "sources": sources,
                 "faces_detected": tally.faces, "faces_embedded": tally.embedded,
                 "faces_not_embedded": dict(tally.rejected), "tracks": sum(tally.tracks.values()),

@@ -43,12 +43,17 @@ def to_net_input(pixels: np.ndarray) -> np.ndarray:
     return x
 
 
-def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
-    """Scales at which a face of `min_face_size` px becomes P-Net's 12 px cell, down to a 12 px image."""
+def pyramid_scales(
+    height: int, width: int, min_face_size: float, factor: float, max_face_size: float | None = None
+) -> list[float]:
+    """Scales at which a face of `min_face_size` px becomes P-Net's 12 px cell, down to a 12 px image, or
+    to the last level whose cell is a face of at most `max_face_size` px (P-Net's cells at a level find
+    faces of about 12 / scale px; a larger face is found, if at all, at a level this skips)."""
     scale = PNET_CELL / min_face_size
     side = min(height, width) * scale
+    smallest = 0.0 if max_face_size is None else PNET_CELL / max_face_size
     scales = []
-    while side >= PNET_CELL:
+    while side >= PNET_CELL and scale >= smallest * (1 - 1e-9):
         scales.append(scale)
         scale *= factor
         side *= factor
@@ -145,6 +150,11 @@ class MTCNN:
     exports. `threads`: ONNX Runtime's intra-op threads (0 = its default, one per core). The default is 1:
     these nets are too small to split well, and on a 2-core machine shared with other work ORT's spinning
     worker threads made detection ~3x slower. torch's thread count is the caller's `torch.set_num_threads`.
+    `max_face_size`: the largest face worth finding (px, in the detected frame, like `min_face_size`);
+    pyramid levels whose P-Net cell is a larger face are skipped (None: every level down to a 12 px image).
+    They are the smallest levels but give R-Net its biggest, dearest crops: at 640x360 with 40 px minimum
+    faces, 200 drops 2 of 7 levels and ~12-14% of the CPU. Faces somewhat larger than it are still found, from
+    the smaller levels' partial-face proposals after regression, but no longer reliably.
     """
 
     def __init__(
@@ -159,6 +169,7 @@ class MTCNN:
         pyramid: str = "area",
         model_dir: str | Path = DEFAULT_MODEL_DIR,
         threads: int = 1,
+        max_face_size: float | None = None,
     ) -> None:
         if min_face_size < PNET_CELL:
             raise EngineError(f"min_face_size must be >= {PNET_CELL} px (P-Net's cell), got {min_face_size}")
@@ -168,9 +179,12 @@ class MTCNN:
             raise EngineError(f"scale_factor must be in (0, 1), got {scale_factor}")
         if max_side is not None and max_side < PNET_CELL:
             raise EngineError(f"max_side must be None or >= {PNET_CELL}, got {max_side}")
+        if max_face_size is not None and max_face_size < min_face_size:
+            raise EngineError(f"max_face_size must be None or >= min_face_size ({min_face_size}), got {max_face_size}")
         if pyramid not in PYRAMIDS:
             raise EngineError(f"pyramid must be one of {PYRAMIDS}, got {pyramid!r}")
         self.pyramid = pyramid
+        self.max_face_size = None if max_face_size is None else float(max_face_size)
         self.min_face_size = float(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
@@ -224,7 +238,7 @@ class MTCNN:
             by_shape[frame.shape].append(i)
         parts = []
         for (height, width, _), ids in by_shape.items():
-            scales = pyramid_scales(height, width, self.min_face_size, self.scale_factor)
+            scales = pyramid_scales(height, width, self.min_face_size, self.scale_factor, self.max_face_size)
             pyramids = [pyramid_levels(frames[i], scales, self.pyramid) for i in ids]
             for level, scale in enumerate(scales):
                 batch = np.stack([pyramid[level] for pyramid in pyramids])

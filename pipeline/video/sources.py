@@ -13,11 +13,22 @@ others; `max_reconnects` (consecutive failures without a frame) turns it `failed
 Streams are opened with FFmpeg open/read timeouts (`stall_seconds`): without them a stalled RTSP server blocks
 `read()` for good and the reconnect logic never runs. A read that returns no frame (a corrupt JPEG in an MJPEG
 stream, a lost packet) is counted in `read_failures` and skipped; only several in a row mean a reconnect.
+
+`fps_cap` (per camera) keeps at most that many frames per second and drops the rest in the reader thread,
+before they are queued, counted in `frames_skipped_fps` (not in `frames_read`): by media time for files, by the
+monotonic clock for live sources. Seconds are cut into 1/fps_cap slots and the first frame of each slot is kept,
+so a 25 fps file capped at 10 keeps exactly 10 frames per media second, with no drift. Where the capture has
+`grab()`/`retrieve()` (OpenCV's does) a skipped frame is only grabbed, never retrieved: for webcams (MJPEG,
+V4L2) that skips its decoding; for FFmpeg files and streams grab() already decodes (inter-frame codecs need
+every frame) and what is saved is the colour conversion to BGR and the copy. Skipped frames still take a frame
+index (`Frame.index` counts every frame the source produced, as drops do), so the tracker's frame-based
+windows keep meaning source frames.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -56,6 +67,7 @@ TERMINAL = ("finished", "failed", "stopped")
 class SourceStats:
     frames_read: int = 0
     frames_dropped: int = 0  # discarded by drop_oldest before anyone read them
+    frames_skipped_fps: int = 0  # grabbed but not kept: over the camera's fps_cap (never decoded to BGR)
     reconnects: int = 0  # successful re-opens after a failure
     errors: int = 0  # failed opens and broken reads
     read_failures: int = 0  # live reads that returned no frame (corrupt or missing), skipped
@@ -75,7 +87,8 @@ class FrameSource:
     def __init__(self, spec: str, camera: str | None = None, *, queue_size: int = 4, policy: Policy = "auto",
                  reconnect: bool | None = None, backoff_initial: float = 0.5, backoff_max: float = 10.0,
                  max_reconnects: int | None = None, opener: Callable[[str], Any] | None = None,
-                 realtime: bool = False, stall_seconds: float = STREAM_TIMEOUT_MS / 1000):
+                 realtime: bool = False, stall_seconds: float = STREAM_TIMEOUT_MS / 1000,
+                 fps_cap: float | None = None):
         self.spec = str(spec)
         self.kind: SourceKind = source_kind(self.spec)
         self.camera = camera or default_camera_name(self.spec, self.kind)
@@ -91,6 +104,10 @@ class FrameSource:
         self.stall_seconds = float(stall_seconds)
         self.opener = opener or partial(open_capture, timeout_ms=max(1, round(self.stall_seconds * 1000)))
         self.realtime = bool(realtime) and not live
+        if fps_cap is not None and not fps_cap > 0:
+            raise SourceError(f"fps_cap of {self.camera} must be > 0 (or None: every frame), got {fps_cap}")
+        self.fps_cap = None if fps_cap is None else float(fps_cap)
+        self._last_slot: int | None = None  # the fps_cap slot of the last kept frame
         self.shown = redact(self.spec)
         self._cond = threading.Condition()
         self._queue: deque[Frame] = deque()
@@ -245,12 +262,15 @@ class FrameSource:
         delivered, misses = False, 0
         while not self._stop.is_set():
             try:
-                ok, image = self._capture.read()
+                ok, image, timestamp = self._next_image()
             except Exception as exc:  # noqa: BLE001 - backends raise anything from cv2.error to OSError
                 return delivered, self._note_error(f"read from {self.shown} failed: {self._scrub(str(exc))}")
-            if ok and image is not None:
+            if ok and image is None:  # grabbed, over the fps cap
                 misses, delivered = 0, True
-                self._deliver(image)
+                continue
+            if ok:
+                misses, delivered = 0, True
+                self._deliver(image, timestamp)
                 continue
             if self.kind == "file":
                 return delivered, None  # end of file
@@ -261,8 +281,38 @@ class FrameSource:
                 return delivered, self._note_error(f"{self.kind} {self.shown} stopped delivering frames")
         return delivered, None
 
-    def _deliver(self, image: np.ndarray) -> None:
-        timestamp = self._timestamp()
+    def _next_image(self) -> tuple[bool, np.ndarray | None, float]:
+        """(ok, image, timestamp): (False, None, _) for no frame; (True, None, _) for one skipped by fps_cap."""
+        capture = self._capture
+        if self.fps_cap is None or not (hasattr(capture, "grab") and hasattr(capture, "retrieve")):
+            ok, image = capture.read()
+            if not ok or image is None:
+                return False, None, 0.0
+            timestamp = self._timestamp()
+            return (True, image, timestamp) if self._keep(timestamp) else (True, None, timestamp)
+        if not capture.grab():
+            return False, None, 0.0
+        timestamp = self._timestamp()  # the grabbed frame's position: known before it is retrieved
+        if not self._keep(timestamp):
+            return True, None, timestamp
+        ok, image = capture.retrieve()
+        return (True, image, timestamp) if ok and image is not None else (False, None, 0.0)
+
+    def _keep(self, timestamp: float) -> bool:
+        """Whether the frame is kept under fps_cap (always without one); a skipped frame is counted here."""
+        if self.fps_cap is None:
+            return True
+        clock = timestamp if self.kind == "file" else time.monotonic()  # monotonic: NTP steps must not stall
+        slot = math.floor(clock * self.fps_cap + 1e-6)  # 1e-6: media times like 0.4 s * 10 land in their slot
+        if self._last_slot is None or slot > self._last_slot:
+            self._last_slot = slot
+            return True
+        with self._cond:
+            self._next_index += 1
+            self._stats.frames_skipped_fps += 1
+        return False
+
+    def _deliver(self, image: np.ndarray, timestamp: float) -> None:
         if self.realtime:
             self._pace(timestamp)
         with self._cond:

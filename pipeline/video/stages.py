@@ -2,7 +2,9 @@
 
 - `DetectStage`: a batch of frames (≤ 1 per camera) -> `Detected`. MTCNN runs on every `detect_every`-th
   frame of each camera, batched across the cameras due in this batch; other frames pass with `faces=None` and
-  the tracker carries their faces (`IouTracker.predict`).
+  the tracker carries their faces (`IouTracker.predict`). With `full_scan_every` > 0 every frame is detected:
+  whole on a schedule and on scene cuts, otherwise only in regions around the live tracks and motion
+  (`pipeline.video.roi`).
 - `RecogniseStage`: `Detected` -> one `Annotated` per frame, emitting events on the way, in four parts by role:
   `TrackStage` (per-camera trackers) -> `MatchStage` (judge the faces the tracker wants embedded, embed all
   cameras' at once, match) -> `IdentityArbiter` (one name per face per frame) -> `EventStage` (track events,
@@ -15,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
 from pipeline.core.protocols import Detector, Matcher
@@ -26,11 +30,23 @@ from pipeline.video.identity_assignment import IdentityArbiter
 from pipeline.video.label_stage import Annotated, LabelStage
 from pipeline.video.match_stage import MatchStage
 from pipeline.video.metrics import StageMetrics
-from pipeline.video.scene_cut import DEFAULT_MIN_DIFFERENCE
+from pipeline.video.roi import (
+    MIN_REGION_SIDE,
+    TrackRegions,
+    grow_boxes,
+    grow_regions,
+    region_pixels,
+    region_scales,
+    roi_detect,
+)
+from pipeline.video.scene_cut import DEFAULT_MIN_DIFFERENCE, SceneCutDetector
 from pipeline.video.track_stage import TrackStage, default_tracker
 from pipeline.video.tracker import IouTracker
 from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
+
+# Regions covering this share of a frame: scanned whole instead (one frame costs no more than its crops).
+FULL_SCAN_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -40,14 +56,64 @@ class Detected:
     received: tuple[float, ...]  # perf_counter when each frame left its source queue
 
 
+@dataclass
+class RoiCounts:
+    """What region-of-interest detection did (`DetectStage` with full_scan_every > 0), for the run summary."""
+
+    full_scans: int = 0  # frames detected whole: first frame, schedule, cut, motion with no tracks, big regions
+    cut_scans: int = 0  # of full_scans: because of a scene cut
+    roi_frames: int = 0  # frames detected in regions only
+    empty_frames: int = 0  # of roi_frames: no region at all (no tracks, no motion): no detector work
+    regions: int = 0
+    pixels_detected: int = 0  # frame pixels the detector saw (full scans + regions)
+    pixels_total: int = 0  # what full-frame detection of the same frames would have seen
+
+    def summary(self) -> dict:
+        saved = 1.0 - self.pixels_detected / self.pixels_total if self.pixels_total else 0.0
+        return {"full_scans": self.full_scans, "cut_scans": self.cut_scans, "roi_frames": self.roi_frames,
+                "empty_frames": self.empty_frames, "regions": self.regions,
+                "pixels_detected": self.pixels_detected, "pixels_full_frame": self.pixels_total,
+                "pixels_saved": round(saved, 3)}
+
+
 class DetectStage:
-    def __init__(self, detector: Detector, detect_every: int, metrics: StageMetrics):
+    """`process(frames, received)` -> `Detected`.
+
+    full_scan_every == 0: MTCNN on every `detect_every`-th frame of each camera (the others pass undetected).
+    full_scan_every > 0 (region-of-interest detection, `pipeline.video.roi`): every frame is detected. A camera's
+    frame is scanned whole on its first frame, every `full_scan_every` frames, after a hard scene cut (tested
+    here, on the frame itself: the tracker, a few batches behind, cannot say), when motion appears while the
+    camera has no live tracks, and when its regions would cover most of the frame anyway; otherwise only its
+    regions are: live tracks (published by the tracker into `regions`) and this stage's own latest detections
+    (the tracker lags a few frames), grown by `roi_margin` box sides, plus motion regions (`motion_gates`).
+    Full frames and crops of all cameras go through one `detect()` call.
+    """
+
+    def __init__(self, detector: Detector, detect_every: int, metrics: StageMetrics, *, full_scan_every: int = 0,
+                 roi_margin: float = 1.0, regions: TrackRegions | None = None,
+                 motion_gates: Callable[[str], object | None] | None = None,
+                 scene_cut: float = DEFAULT_MIN_DIFFERENCE, min_region: int = MIN_REGION_SIDE,
+                 face_px: float = 0.0):
         self.detector = detector
         self.detect_every = int(detect_every)
         self.metrics = metrics
+        self.full_scan_every = int(full_scan_every)
+        self.roi_margin = float(roi_margin)
+        self.regions = regions if regions is not None else TrackRegions()
+        self.motion_gates = motion_gates  # camera -> its MotionGate (update(image) -> Motion), or None
+        self.scene_cut = float(scene_cut)
+        self.min_region = int(min_region)
+        self.face_px = float(face_px)  # a region's crop is shrunk until its smallest face is this wide; 0: never
+        self.roi = RoiCounts()
         self._seen: Counter[str] = Counter()  # frames processed per camera (not frame.index: drops leave gaps)
+        self._since_full: Counter[str] = Counter()
+        self._cuts: dict[str, SceneCutDetector] = {}
+        self._gates: dict[str, object | None] = {}
+        self._last_boxes: dict[str, np.ndarray] = {}  # camera -> its latest detections (xyxy)
 
     def process(self, frames: list[Frame], received: list[float]) -> Detected:
+        if self.full_scan_every > 0:
+            return self._process_roi(frames, received)
         due = []
         for k, frame in enumerate(frames):
             if self._seen[frame.camera] % self.detect_every == 0:
@@ -60,6 +126,90 @@ class DetectStage:
             for k, f in zip(due, found, strict=True):
                 faces[k] = f
         return Detected(tuple(frames), tuple(faces), tuple(received))
+
+    def _process_roi(self, frames: list[Frame], received: list[float]) -> Detected:
+        plans = [self._plan(frame) for frame in frames]  # None: full scan; else regions (maybe none)
+        whole = [k for k, plan in enumerate(plans) if plan is None]
+        cropped = [k for k, plan in enumerate(plans) if plan]
+        images = [frames[k].image for k in whole]
+        crops = [(frames[k].image, *plans[k]) for k in cropped]
+        faces: list[Faces] = [Faces.empty()] * len(frames)
+        if images or crops:
+            with self.metrics.time("detect", items=len(whole) + len(cropped)):
+                found = roi_detect_with_frames(self.detector, images, crops)
+            for k, f in zip(whole + cropped, found, strict=True):
+                faces[k] = f
+        for frame, f in zip(frames, faces, strict=True):
+            self._last_boxes[frame.camera] = f.xyxy.astype(np.float64)
+        return Detected(tuple(frames), tuple(faces), tuple(received))
+
+    def _plan(self, frame: Frame) -> tuple[list, list[float]] | None:
+        """This frame's (regions, their scales), or None for a full scan; counts what it decided."""
+        camera, shape = frame.camera, frame.image.shape
+        first = self._seen[camera] == 0
+        self._seen[camera] += 1
+        cut = self._is_cut(frame)
+        motion = self._motion(frame)
+        pixels = shape[0] * shape[1]
+        self.roi.pixels_total += pixels
+        if cut:
+            self.regions.mark_cut(camera, frame.index)
+            self._last_boxes.pop(camera, None)
+        boxes = np.concatenate([self.regions.predicted(camera, frame.index),
+                                self._last_boxes.get(camera, np.zeros((0, 4)))])
+        moving = motion is not None and motion.moving
+        full = first or cut or self._since_full[camera] + 1 >= self.full_scan_every or (moving and not len(boxes))
+        if not full:
+            grown = grow_boxes(boxes, self.roi_margin)
+            if moving and motion.regions:
+                spots = np.asarray(motion.regions, np.float64).reshape(-1, 4)
+                grown = np.concatenate([grown, grow_boxes(spots, self.roi_margin, True)])
+                centres = (spots[:, :2] + spots[:, 2:]) / 2  # a face of unknown size: its region is not shrunk
+                boxes = np.concatenate([boxes, np.concatenate([centres, centres], axis=1)])
+            plan = grow_regions(grown, shape, self.min_region)
+            scales = region_scales(plan, boxes, self.face_px)
+            seen = round(sum(region_pixels([r]) * f * f for r, f in zip(plan, scales)))  # what the detector sees
+            full = seen >= FULL_SCAN_SHARE * pixels  # one whole frame costs no more
+        if full:
+            self._since_full[camera] = 0
+            self.roi.full_scans += 1
+            self.roi.cut_scans += cut
+            self.roi.pixels_detected += pixels
+            self.metrics.count("detect_full_scans")
+            return None
+        self._since_full[camera] += 1
+        self.roi.roi_frames += 1
+        self.roi.empty_frames += not plan
+        self.roi.regions += len(plan)
+        self.roi.pixels_detected += seen
+        self.metrics.count("detect_roi_frames")
+        self.metrics.count("detect_regions", len(plan))
+        return (plan, scales) if plan else ()
+
+    def _is_cut(self, frame: Frame) -> bool:
+        if self.scene_cut <= 0:
+            return False
+        detector = self._cuts.get(frame.camera)
+        if detector is None:
+            detector = self._cuts[frame.camera] = SceneCutDetector(self.scene_cut)
+        return detector.is_cut(frame.image)
+
+    def _motion(self, frame: Frame):
+        if self.motion_gates is None:
+            return None
+        if frame.camera not in self._gates:
+            self._gates[frame.camera] = self.motion_gates(frame.camera)
+        gate = self._gates[frame.camera]
+        return gate.update(frame.image) if gate is not None else None
+
+
+def roi_detect_with_frames(detector: Detector, images: list[np.ndarray],
+                           crops: list[tuple[np.ndarray, list, list[float]]]) -> list[Faces]:
+    """Whole `images` and the (regions, scales) of each `crops` frame in one `detect()` call: whole frames'
+    faces first, then each cropped frame's, in order."""
+    regions = [[(0, 0, image.shape[1], image.shape[0])] for image in images] + [plan for _, plan, _ in crops]
+    scales = [[1.0] for _ in images] + [plan_scales for _, _, plan_scales in crops]
+    return roi_detect(detector, images + [image for image, _, _ in crops], regions, scales)
 
 
 @dataclass
@@ -89,9 +239,9 @@ class RecogniseStage:
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
                  verifier: Verifier | None = None, weak_every: int = 3, unknowns: UnknownRecorder | None = None,
-                 self_enrol: SelfEnrol | None = None):
+                 self_enrol: SelfEnrol | None = None, regions: TrackRegions | None = None):
         self.metrics = metrics
-        self.tracking = TrackStage(new_tracker, scene_cut)
+        self.tracking = TrackStage(new_tracker, scene_cut, regions)
         self.matching = MatchStage(judge, matcher, metrics, weak_every)
         self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier, unknowns,
                                  self_enrol)

@@ -9,6 +9,9 @@ frame is tracked: after a cut the boxes hold other people, and the faces there a
 that changes only the faces (same background) is left to each track's appearance gate: the tracker is given
 every frame and puts a track whose box changed in doubt (`pipeline.video.appearance_gate`).
 
+With `regions` (region-of-interest detection, `pipeline.video.roi`) each camera's live tracks are published
+after every update, for the detect thread to look around them.
+
 The tracks stay the tracker's: the later parts read them and hand their decisions back through
 `confirm_identity`, `show_similarity`, `observe`, `resolve_doubt` and `split`.
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from pipeline.core.faces import Faces
 from pipeline.core.frames import Frame
+from pipeline.video.roi import TrackRegions
 from pipeline.video.scene_cut import DEFAULT_MIN_DIFFERENCE, SceneCutDetector
 from pipeline.video.tracker import IouTracker, Track, TrackAssignment, default_quality
 
@@ -49,8 +53,9 @@ class TrackStage:
     """`update(frames, faces)` -> one `Tracked` per frame; `end_all()` at the end of the stream."""
 
     def __init__(self, new_tracker: Callable[[str], IouTracker] = default_tracker,
-                 scene_cut: float = DEFAULT_MIN_DIFFERENCE):
+                 scene_cut: float = DEFAULT_MIN_DIFFERENCE, regions: TrackRegions | None = None):
         self.new_tracker = new_tracker
+        self.regions = regions  # where the live tracks are, for the detect thread's regions of interest
         self.scene_cut = float(scene_cut)  # SceneCutDetector.min_difference; 0: no cut detection
         self.trackers: dict[str, IouTracker] = {}
         self.cut_detectors: dict[str, SceneCutDetector] = {}
@@ -63,7 +68,11 @@ class TrackStage:
         self._replaced: dict[tuple[str, int], Track] = {}  # (camera, old id) -> the track split from it, this batch
 
     def update(self, frames: Sequence[Frame], faces: Sequence[Faces | None]) -> list[Tracked]:
-        return [self._update(frame, found) for frame, found in zip(frames, faces, strict=True)]
+        tracked = [self._update(frame, found) for frame, found in zip(frames, faces, strict=True)]
+        if self.regions is not None:
+            for frame in frames:
+                self.regions.publish(frame.camera, frame.index, self.trackers[frame.camera].tracks)
+        return tracked
 
     def end_all(self) -> list[tuple[Track, int, float]]:
         """End every track (end of stream or shutdown): (track, frame index, timestamp) of each camera's last frame."""

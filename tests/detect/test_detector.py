@@ -14,6 +14,7 @@ from pipeline.core.images import read_image
 from pipeline.detect import MTCNN, cached_onnx
 from pipeline.detect import nets as nets_module
 from pipeline.detect.boxes import batched_nms, greedy_nms, nms
+from pipeline.detect.mtcnn import pyramid_scales
 
 # CompreFace's digit-named photos are <= 820 px; its 3000-7000 px phone photos would be detected on a copy
 # downscaled to this longer side (faces there are hundreds of px, so nothing is lost and it is ~50x faster).
@@ -83,6 +84,37 @@ def test_batched_detect_equals_one_by_one(detector, shared_data):
     for image, faces in zip(images, batched, strict=True):
         assert_same_faces(faces, detector.detect_one(image))
     assert detector.detect([]) == []
+
+
+def test_max_face_size_skips_only_the_levels_for_larger_faces():
+    everything = pyramid_scales(360, 640, 40, 0.709)
+    assert pyramid_scales(360, 640, 40, 0.709, None) == everything
+    assert pyramid_scales(360, 640, 40, 0.709, 10_000) == everything
+    kept = pyramid_scales(360, 640, 40, 0.709, 200)
+    assert kept == everything[: len(kept)] and 0 < len(kept) < len(everything)
+    faces = [12 / s for s in everything]  # the face size a level's P-Net cell finds
+    assert max(12 / s for s in kept) <= 200 < faces[len(kept)]
+    assert pyramid_scales(360, 640, 40, 0.709, 40) == everything[:1]
+
+
+def test_max_face_size_keeps_the_answers_for_smaller_faces(detector, dlib_images, shared_data):
+    # Parity with the default (every level): levels for faces over twice the largest face in a photo never
+    # contribute to its answers, so with max_face_size at twice that the faces are the same to the bit; at
+    # 1.5x the same faces are found (counts), within a few px (their boxes come from R-Net's nudges of
+    # partial-face proposals the skipped levels also made).
+    paths = [labelled.path for labelled in dlib_images] + compreface_counted(shared_data)
+    compared = 0
+    for path in paths:
+        image = read_image(path)
+        reference = detector.detect_one(image)
+        if len(reference) == 0:
+            continue
+        largest = float(np.max(np.maximum(*(reference.xyxy[:, 2:] - reference.xyxy[:, :2]).T)))
+        assert_same_faces(MTCNN(max_side=MAX_SIDE, max_face_size=max(20, 2 * largest)).detect_one(image),
+                          reference, atol=0)
+        assert len(MTCNN(max_side=MAX_SIDE, max_face_size=max(20, 1.5 * largest)).detect_one(image)) == len(reference)
+        compared += 1
+    assert compared >= 15, compared  # 8 dlib photos, 8 CompreFace photos with faces
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +200,7 @@ def test_tiny_image_has_no_faces(detector):
     ("kwargs", "message"),
     [({"min_face_size": 5}, "min_face_size"), ({"thresholds": (0.6, 0.7)}, "thresholds"),
      ({"scale_factor": 1.2}, "scale_factor"), ({"engine": "tensorflow"}, "unknown MTCNN engine"),
-     ({"pyramid": "gauss"}, "pyramid")],
+     ({"pyramid": "gauss"}, "pyramid"), ({"min_face_size": 40, "max_face_size": 30}, "max_face_size")],
 )  # fmt: skip
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(EngineError, match=message):
