@@ -84,3 +84,4 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
 @pytest.fixture(scope="session")
 def bomb() -> bytes:
     return bomb_png()
+

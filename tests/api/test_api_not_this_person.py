@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import pytest
+from api_seeds import alex_face
 from test_api_pages import log_in
 
-from pipeline.core.images import decode_image
 from pipeline.unknowns.sightings import Seen
 
 
 @pytest.fixture
 def cluster(console, photos):
     operator = console.operator
-    image = decode_image(photos["alex"])
-    embedding = next(e for _, e, _ in operator.image_faces(image) if e is not None)
-    crop = cv2.resize(image[100:400, 100:400], (96, 96))
+    embedding, crop = alex_face(console, photos)
     now = time.time()
     cluster_id = operator.unknowns.new_cluster([Seen(embedding, "door", "door-t1", now - 9, 0.9, crop),
                                                 Seen(embedding, "door", "door-t1", now - 8, 0.8, crop)])

@@ -8,10 +8,9 @@ import json
 import re
 import time
 
-import cv2
 import pytest
+from api_seeds import alex_face, empty_gallery
 
-from pipeline.core.images import decode_image
 from pipeline.events import IDENTITY_CONFIRMED, Event, events_key
 from pipeline.unknowns.sightings import Seen
 
@@ -25,13 +24,8 @@ def log_in(http, key: str) -> str:
 @pytest.fixture(scope="module")
 def browser(console, make_console, photos):
     operator = console.operator
-    operator.store.clear()
-    for cluster in operator.clusters():
-        operator.forget(cluster.id)
-    console.svc.client.delete(events_key("test-api"))
-    image = decode_image(photos["alex"])
-    embedding = next(e for _, e, _ in operator.image_faces(image) if e is not None)
-    crop = cv2.resize(image[100:400, 100:400], (96, 96))
+    empty_gallery(console)
+    embedding, crop = alex_face(console, photos)
     cluster = operator.unknowns.new_cluster([Seen(embedding, "door", "door-t1", time.time(), 0.9, crop)])
     admin = make_console("test-api")  # its own cookie jar, same gallery
     viewer = make_console("test-api")

@@ -9,8 +9,8 @@ import time
 import cv2
 import numpy as np
 import pytest
+from api_seeds import alex_face, empty_gallery
 
-from pipeline.core.images import decode_image
 from pipeline.events import (
     IDENTITY_CONFIRMED,
     TRACK_ENDED,
@@ -25,13 +25,8 @@ from pipeline.unknowns.sightings import Seen
 def seeded(console, photos):
     """Two unknown clusters of Alex's real face (one each for merge), and Lin enrolled."""
     operator = console.operator
-    operator.store.clear()
-    for cluster in operator.clusters():
-        operator.forget(cluster.id)
-    console.svc.client.delete(events_key("test-api"))
-    image = decode_image(photos["alex"])
-    embedding = next(e for _, e, _ in operator.image_faces(image) if e is not None)
-    crop = cv2.resize(image[100:400, 100:400], (96, 96))
+    empty_gallery(console)
+    embedding, crop = alex_face(console, photos)
     now = time.time()
     first = operator.unknowns.new_cluster([Seen(embedding, "door", "door-t1", now - 60, 0.9, crop),
                                            Seen(embedding, "door", "door-t1", now - 59, 0.8, crop)])
