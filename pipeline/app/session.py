@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.app.config import AppConfig
 from pipeline.app.services import (
+    detect_settings,
     frame_sources,
     identity_voter,
     make_detector,
@@ -98,7 +99,8 @@ class Session:
         min_face = run.min_face_size or cfg.detector.min_face_size
         detect = DetectStage(self.detector, run.detect_every, self.metrics, full_scan_every=run.full_scan_every,
                              roi_margin=run.roi_margin, regions=regions, scene_cut=cfg.tracker.scene_cut,
-                             min_region=2 * min_face, face_px=2 * min_face, motion_gates=gates.get if gates else None)
+                             min_region=2 * min_face, face_px=2 * min_face, motion_gates=gates.get if gates else None,
+                             masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources})
         self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
         self.self_enrol = self_enrolment(cfg, self.store)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
@@ -192,6 +194,7 @@ class Session:
                 "frames_dropped": sum(s["frames_dropped"] for s in sources.values()),
                 "interrupted": self.runner.interrupted, "detect_every": self.cfg.run.detect_every,
                 "full_scan_every": self.cfg.run.full_scan_every, "roi": self.runner.detect.roi.summary(),
+                "faces_masked": self.runner.detect.masked,
                 "detected_frames": sum(tally.detected_frames.values()),
                 "latency_ms": m["latency_ms"], "stages": stages, "sources": sources,
                 "faces_detected": tally.faces, "faces_embedded": tally.embedded,

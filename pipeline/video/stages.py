@@ -30,6 +30,7 @@ from pipeline.video.identity_assignment import IdentityArbiter
 from pipeline.video.label_stage import Annotated, LabelStage
 from pipeline.video.match_stage import MatchStage
 from pipeline.video.metrics import StageMetrics
+from pipeline.video.motion import boxes_outside_masks
 from pipeline.video.roi import (
     MIN_REGION_SIDE,
     TrackRegions,
@@ -93,7 +94,7 @@ class DetectStage:
                  roi_margin: float = 1.0, regions: TrackRegions | None = None,
                  motion_gates: Callable[[str], object | None] | None = None,
                  scene_cut: float = DEFAULT_MIN_DIFFERENCE, min_region: int = MIN_REGION_SIDE,
-                 face_px: float = 0.0):
+                 face_px: float = 0.0, masks: dict[str, list] | None = None):
         self.detector = detector
         self.detect_every = int(detect_every)
         self.metrics = metrics
@@ -105,6 +106,9 @@ class DetectStage:
         self.min_region = int(min_region)
         self.face_px = float(face_px)  # a region's crop is shrunk until its smallest face is this wide; 0: never
         self.roi = RoiCounts()
+        # camera -> polygons to ignore (`cameras.<name>.masks`): faces centred there are dropped after detection.
+        self.masks = {camera: polygons for camera, polygons in (masks or {}).items() if polygons}
+        self.masked = 0  # faces dropped by a mask
         self._seen: Counter[str] = Counter()  # frames processed per camera (not frame.index: drops leave gaps)
         self._since_full: Counter[str] = Counter()
         self._cuts: dict[str, SceneCutDetector] = {}
@@ -124,8 +128,17 @@ class DetectStage:
             with self.metrics.time("detect", items=len(due)):
                 found = self.detector.detect([frames[k].image for k in due])
             for k, f in zip(due, found, strict=True):
-                faces[k] = f
+                faces[k] = self._unmasked(frames[k].camera, f)
         return Detected(tuple(frames), tuple(faces), tuple(received))
+
+    def _unmasked(self, camera: str, faces: Faces) -> Faces:
+        """`faces` without those centred in one of the camera's masks (a TV, a poster, a street)."""
+        polygons = self.masks.get(camera)
+        if not polygons or len(faces) == 0:
+            return faces
+        keep = boxes_outside_masks(faces.xyxy, polygons)
+        self.masked += int((~keep).sum())
+        return faces if keep.all() else faces[keep]
 
     def _process_roi(self, frames: list[Frame], received: list[float]) -> Detected:
         plans = [self._plan(frame) for frame in frames]  # None: full scan; else regions (maybe none)
@@ -138,7 +151,7 @@ class DetectStage:
             with self.metrics.time("detect", items=len(whole) + len(cropped)):
                 found = roi_detect_with_frames(self.detector, images, crops)
             for k, f in zip(whole + cropped, found, strict=True):
-                faces[k] = f
+                faces[k] = self._unmasked(frames[k].camera, f)
         for frame, f in zip(frames, faces, strict=True):
             self._last_boxes[frame.camera] = f.xyxy.astype(np.float64)
         return Detected(tuple(frames), tuple(faces), tuple(received))

@@ -318,3 +318,25 @@ def test_session_with_roi_detection_detects_every_frame_and_confirms_lin_manuel(
     assert roi["full_scans"] + roi["roi_frames"] == 275
     assert roi["full_scans"] >= 275 // 15 and roi["roi_frames"] > 200
     assert roi["pixels_saved"] > 0.5
+
+
+def test_faces_centred_in_a_camera_mask_are_dropped_in_both_paths():
+    """`cameras.<name>.masks`: a face found on a TV in the corner is no face of the room."""
+    from pipeline.core.frames import Frame
+    from pipeline.video.metrics import StageMetrics
+    from pipeline.video.stages import DetectStage
+
+    class TwoFaces:
+        def detect(self, images):
+            boxes = np.array([[10, 10, 60, 60], [300, 200, 360, 260]], np.float32)
+            return [Faces(boxes, np.zeros((2, 5, 2), np.float32), np.array([0.99, 0.99], np.float32))
+                    for _ in images]
+
+    mask = {"door": [[(0, 0), (100, 0), (100, 100), (0, 100)]]}
+    frame = Frame("door", 0, 0.0, np.zeros((360, 640, 3), np.uint8))
+    other = Frame("hall", 0, 0.0, np.zeros((360, 640, 3), np.uint8))
+    for full_scan_every in (0, 15):
+        stage = DetectStage(TwoFaces(), 1, StageMetrics(), full_scan_every=full_scan_every, masks=mask)
+        door, hall = stage.process([frame, other], [0.0, 0.0]).faces
+        assert door.xyxy.tolist() == [[300, 200, 360, 260]] and len(hall) == 2  # only the door camera has a mask
+        assert stage.masked == 1
