@@ -159,11 +159,12 @@ class Operator:
 
     def search_image(self, image: np.ndarray, limit: int = 10) -> list[PhotoFace]:
         """`search` for a photo already decoded (an upload: BGR uint8)."""
-        identity_threshold, cluster_threshold = self.identity_threshold(), self.cluster_threshold()
+        snapshot = self.store.snapshot()  # one read of the gallery for every face of the photo
+        identity_threshold, cluster_threshold = self.identity_threshold(snapshot), self.cluster_threshold()
         results = []
         for box, embedding, rejected in self.image_faces(image):
             found = [] if embedding is None else operations.search_face(
-                embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit)
+                embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit, snapshot)
             results.append(PhotoFace(box, found, rejected))
         return results
 
@@ -202,7 +203,7 @@ class Operator:
                                negatives=StaticSource(snapshot)).match(np.stack(embeddings).astype(np.float32))
                        if len(snapshot.identity_ids) else [None] * len(embeddings))
         members = self.unknowns.members()
-        cluster_threshold = self.cluster_threshold()
+        cluster_threshold = self.cluster_threshold(members)
         out = []
         for box, marks, score, embedding, why in judged:
             if embedding is None:
@@ -265,11 +266,14 @@ class Operator:
         return operations.reject_face(self.store, largest[1], name)
 
     # -- thresholds: the live matcher's and directory's operating points -----------------------------------
-    def identity_threshold(self) -> float:
-        return gallery_operating_point(self.cfg, self.card, template_counts(self.store.snapshot())).threshold
+    def identity_threshold(self, snapshot=None) -> float:
+        """The live matcher's threshold for the gallery (`snapshot`: as already read, else read now)."""
+        snapshot = self.store.snapshot() if snapshot is None else snapshot
+        return gallery_operating_point(self.cfg, self.card, template_counts(snapshot)).threshold
 
-    def cluster_threshold(self) -> float:
-        members = self.unknowns.members()
+    def cluster_threshold(self, members=None) -> float:
+        """The directory's assignment threshold (`members`: as already read, else read now)."""
+        members = self.unknowns.members() if members is None else members
         counts = np.bincount(members.owner, minlength=len(members.cluster_ids)) if len(members.owner) else []
         return assignment_threshold(self.card, [int(c) for c in counts if c > 0], self.cfg.unknowns.merge_rate)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
+from pipeline.gallery.snapshot import Snapshot
 from pipeline.gallery.store import GalleryStore
 from pipeline.unknowns.clustering import track_query
 from pipeline.unknowns.keys import validate_cluster_id
@@ -105,11 +106,13 @@ def best_faces(faces: list[Sighting], min_similarity: float, limit: int) -> tupl
 
 
 def search_face(embedding: np.ndarray, gallery: GalleryStore, unknowns: UnknownStore | None,
-                identity_threshold: float, cluster_threshold: float, limit: int = 10) -> list[Found]:
+                identity_threshold: float, cluster_threshold: float, limit: int = 10,
+                snapshot: Snapshot | None = None) -> list[Found]:
     """Identities (score: best template) and clusters (score: best sighting) at or above their thresholds,
-    best first, each with its sightings that reach the threshold, newest first."""
+    best first, each with its sightings that reach the threshold, newest first. `snapshot`: the gallery as
+    already read (the faces of one photo share one read), else read here."""
     query = _unit(embedding)
-    snapshot = gallery.snapshot()
+    snapshot = gallery.snapshot() if snapshot is None else snapshot
     found: list[Found] = []
     if len(snapshot.identity_ids):
         sims = codec.to_float(snapshot.matrix, snapshot.scales) @ query
