@@ -35,6 +35,7 @@ from pipeline.unknowns.recorder import UnknownRecorder
 from pipeline.unknowns.sightings import DAY_S, UnknownStore
 from pipeline.video.motion import MotionGate
 from pipeline.video.sources import FrameSource
+from pipeline.video.stages import CameraDetector
 from pipeline.video.tracker import IouTracker
 from pipeline.video.verification import Verifier
 from pipeline.video.voting import IdentityVoter
@@ -218,7 +219,7 @@ def face_judge(cfg: AppConfig, embedder: Embedder) -> FaceJudge:
 def video_face_judge(cfg: AppConfig, embedder: Embedder) -> FaceJudge:
     """The streaming judge: the strict gates plus the `evidence` section's minimums (weak evidence)."""
     gates = quality_gates(cfg)
-    settings = cfg.evidence.model_dump(exclude={"enabled", "every"})
+    settings = cfg.evidence.model_dump(exclude={"enabled", "every", "eager_frames"})
     return FaceJudge(embedder, gates, evidence=EvidenceGates(gates, **settings) if cfg.evidence.enabled else None)
 
 
@@ -296,6 +297,19 @@ def motion_gate(cfg: AppConfig, camera: str) -> MotionGate | None:
 def motion_gates(cfg: AppConfig, cameras: Sequence[str]) -> dict[str, MotionGate]:
     """camera -> its motion gate, for the cameras of `cameras` that have motion gating on."""
     return {camera: gate for camera in cameras if (gate := motion_gate(cfg, camera)) is not None}
+
+
+def camera_detectors(cfg: AppConfig, detector: MTCNN, cameras: list[str]) -> dict[str, CameraDetector]:
+    """The cameras whose `min_face_size` or `detect_max_side` differ from the run's: each gets `detector`'s nets
+    at its own sizes (nothing loaded twice)."""
+    own = {}
+    for camera in cameras:
+        settings = detect_settings(cfg, camera)
+        min_face, max_side = settings["min_face_size"], settings["max_side"]
+        if (min_face, max_side) != (detector.min_face_size, detector.max_side):
+            own[camera] = CameraDetector(detector.variant(min_face_size=min_face, max_side=max_side), min_face,
+                                         max_side)
+    return own
 
 
 def detect_settings(cfg: AppConfig, camera: str) -> dict:

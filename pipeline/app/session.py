@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.app.config import AppConfig
 from pipeline.app.services import (
+    camera_detectors,
     detect_settings,
     frame_sources,
     identity_voter,
@@ -92,21 +93,22 @@ class Session:
         self.tracks = TrackLog(opts.tracks) if opts.tracks is not None else None
         if self.tracks is not None:
             self._closers.append(self.tracks.close)
-        # Region-of-interest detection (run.full_scan_every > 0): the tracker publishes where its tracks are, and
-        # the cameras with motion gating on add where motion appeared.
-        regions = TrackRegions() if run.full_scan_every > 0 else None
+        # Region-of-interest detection (run.region_detection): the tracker publishes where its tracks are, and the
+        # cameras with motion gating on add where motion appeared.
+        regions = TrackRegions() if run.region_detection else None
         gates = motion_gates(cfg, [c for c, _ in opts.sources]) if regions is not None else {}
         min_face = run.min_face_size or cfg.detector.min_face_size
-        detect = DetectStage(self.detector, run.detect_every, self.metrics, full_scan_every=run.full_scan_every,
+        detect = DetectStage(self.detector, run.detect_every, self.metrics, full_scan_every=run.full_scan_every if regions else 0,
                              roi_margin=run.roi_margin, regions=regions, scene_cut=cfg.tracker.scene_cut,
                              min_region=2 * min_face, face_px=2 * min_face, motion_gates=gates.get if gates else None,
-                             masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources})
+                             masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources},
+                             cameras=camera_detectors(cfg, self.detector, [c for c, _ in opts.sources]))
         self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
         self.self_enrol = self_enrolment(cfg, self.store)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops, verifier=verifier(cfg),
-                                        weak_every=cfg.evidence.every, unknowns=self.unknowns,
+                                        weak_every=cfg.evidence.every, weak_eager_frames=cfg.evidence.eager_frames, unknowns=self.unknowns,
                                         self_enrol=self.self_enrol, regions=regions,
                                         **track_stage_settings(cfg))
         self.snapshots = self._snapshots()
@@ -193,7 +195,7 @@ class Session:
         return {"frames": frames, "wall_s": m["wall_s"], "fps": round(frames / max(m["wall_s"], 1e-9), 2),
                 "frames_dropped": sum(s["frames_dropped"] for s in sources.values()),
                 "interrupted": self.runner.interrupted, "detect_every": self.cfg.run.detect_every,
-                "full_scan_every": self.cfg.run.full_scan_every, "roi": self.runner.detect.roi.summary(),
+                "full_scan_every": self.cfg.run.full_scan_every if self.cfg.run.region_detection else 0, "roi": self.runner.detect.roi.summary(),
                 "faces_masked": self.runner.detect.masked,
                 "detected_frames": sum(tally.detected_frames.values()),
                 "latency_ms": m["latency_ms"], "stages": stages, "sources": sources,

@@ -9,6 +9,7 @@ Input is BGR uint8 (OpenCV's convention); the pretrained nets expect RGB scaled 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -111,6 +112,15 @@ def validate_image(image: object, index: int) -> np.ndarray:
     return image
 
 
+def _check_sizes(min_face_size: float, max_side: int | None, max_face_size: float | None) -> None:
+    if min_face_size < PNET_CELL:
+        raise EngineError(f"min_face_size must be >= {PNET_CELL} px (P-Net's cell), got {min_face_size}")
+    if max_side is not None and max_side < PNET_CELL:
+        raise EngineError(f"max_side must be None or >= {PNET_CELL}, got {max_side}")
+    if max_face_size is not None and max_face_size < min_face_size:
+        raise EngineError(f"max_face_size must be None or >= min_face_size ({min_face_size}), got {max_face_size}")
+
+
 class Candidates:
     """Boxes moving through the cascade: xyxy (N, 4), score (N,), the frame each came from, and P-Net's
     not yet applied box offsets (N, 4) between stage 1's two NMS passes."""
@@ -171,16 +181,11 @@ class MTCNN:
         threads: int = 1,
         max_face_size: float | None = None,
     ) -> None:
-        if min_face_size < PNET_CELL:
-            raise EngineError(f"min_face_size must be >= {PNET_CELL} px (P-Net's cell), got {min_face_size}")
+        _check_sizes(min_face_size, max_side, max_face_size)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise EngineError(f"thresholds must be 3 probabilities (P, R, O-Net), got {tuple(thresholds)}")
         if not 0.0 < scale_factor < 1.0:
             raise EngineError(f"scale_factor must be in (0, 1), got {scale_factor}")
-        if max_side is not None and max_side < PNET_CELL:
-            raise EngineError(f"max_side must be None or >= {PNET_CELL}, got {max_side}")
-        if max_face_size is not None and max_face_size < min_face_size:
-            raise EngineError(f"max_face_size must be None or >= min_face_size ({min_face_size}), got {max_face_size}")
         if pyramid not in PYRAMIDS:
             raise EngineError(f"pyramid must be one of {PYRAMIDS}, got {pyramid!r}")
         self.pyramid = pyramid
@@ -191,6 +196,16 @@ class MTCNN:
         self.max_side = max_side
         self.engine = engine
         self.pnet, self.rnet, self.onet = self._runners(engine, device, Path(model_dir), threads)
+
+    def variant(self, *, min_face_size: float | None = None, max_side: int | None = None) -> MTCNN:
+        """The same nets (engines shared, nothing loaded again) with a camera's own minimum face size and
+        detect resolution; None keeps this detector's value."""
+        min_face = self.min_face_size if min_face_size is None else float(min_face_size)
+        side = self.max_side if max_side is None else int(max_side)
+        _check_sizes(min_face, side, self.max_face_size)
+        other = copy.copy(self)
+        other.min_face_size, other.max_side = min_face, side
+        return other
 
     @staticmethod
     def _runners(engine: str, device: str, model_dir: Path, threads: int) -> list[NetEngine]:

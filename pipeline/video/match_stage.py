@@ -4,7 +4,9 @@ Faces that fail the strict quality gates but pass the judge's evidence minimums 
 evidence with a weight from their quality (`EvidenceGates`): they vote, but never confirm a name alone. Faces
 below the minimums are not embedded at all: on crowd video the small background faces are most of the faces.
 A track's weak faces are embedded at most every `weak_every`-th detection of it (strict faces every time they
-are wanted): weak evidence rarely decides alone, and it is most of what the evidence minimums let through. A
+are wanted): weak evidence rarely decides alone, and it is most of what the evidence minimums let through. The
+weak faces of a track's first `weak_eager_frames` frames are the exception, embedded at every detection: a track
+whose faces are all weak gathers the weight to be decided soon after it appears, for a bounded cost per track. A
 track in doubt (its appearance gate fired) is the exception: its first usable face is embedded, weak or not.
 The faces that pass, of every camera in the batch, are embedded in one batch and matched against the gallery
 in one call.
@@ -53,9 +55,11 @@ class Recognised:
 class MatchStage:
     """`select(tracked)` -> the candidates worth embedding; `recognise(candidates)` -> their matches."""
 
-    def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics, weak_every: int = 3):
+    def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics, weak_every: int = 3,
+                 weak_eager_frames: int = 0):
         self.judge = judge
         self.weak_every = int(weak_every)
+        self.weak_eager_frames = int(weak_eager_frames)
         self._weak_due: dict[tuple[str, int], int] = {}  # (camera, track id) -> detections until a weak face is due
         self.matcher = matcher
         self.metrics = metrics
@@ -81,7 +85,8 @@ class MatchStage:
                     if wait > 0 and not a.track.in_doubt:  # a doubt is settled by the first usable face
                         self.rejected[WEAK_NOT_DUE] += 1
                         continue
-                    self._weak_due[key] = self.weak_every - 1
+                    young = item.frame.index - a.track.first_frame < self.weak_eager_frames
+                    self._weak_due[key] = 0 if young else self.weak_every - 1
                 if judged.usable:
                     candidates.append(Candidate(item.frame, a.track, judged.crop, a.verify, judged.weight, judged.ok,
                                                 face_quality(judged.verdict.measures)))

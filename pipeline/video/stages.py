@@ -57,6 +57,16 @@ class Detected:
     received: tuple[float, ...]  # perf_counter when each frame left its source queue
 
 
+@dataclass(frozen=True)
+class CameraDetector:
+    """A camera's own detection settings (`cameras.<name>`): its detector (the shared nets at its minimum face
+    size and detect resolution) and those sizes, which region-of-interest detection needs to size its crops."""
+
+    detector: Detector
+    min_face: float  # px, in detected pixels
+    max_side: int | None = None  # the detector sees frames downscaled to this longer side; None: as they are
+
+
 @dataclass
 class RoiCounts:
     """What region-of-interest detection did (`DetectStage` with full_scan_every > 0), for the run summary."""
@@ -66,7 +76,7 @@ class RoiCounts:
     roi_frames: int = 0  # frames detected in regions only
     empty_frames: int = 0  # of roi_frames: no region at all (no tracks, no motion): no detector work
     regions: int = 0
-    pixels_detected: int = 0  # frame pixels the detector saw (full scans + regions)
+    pixels_detected: int = 0  # pixels the detector saw (full scans + regions, at each camera's detect resolution)
     pixels_total: int = 0  # what full-frame detection of the same frames would have seen
 
     def summary(self) -> dict:
@@ -87,15 +97,18 @@ class DetectStage:
     camera has no live tracks, and when its regions would cover most of the frame anyway; otherwise only its
     regions are: live tracks (published by the tracker into `regions`) and this stage's own latest detections
     (the tracker lags a few frames), grown by `roi_margin` box sides, plus motion regions (`motion_gates`).
-    Full frames and crops of all cameras go through one `detect()` call.
+    Full frames and crops of all cameras go through one `detect()` call per detector: `cameras` gives a camera
+    its own (`CameraDetector`: minimum face size, detect resolution); the others share `detector`.
     """
 
     def __init__(self, detector: Detector, detect_every: int, metrics: StageMetrics, *, full_scan_every: int = 0,
                  roi_margin: float = 1.0, regions: TrackRegions | None = None,
                  motion_gates: Callable[[str], object | None] | None = None,
                  scene_cut: float = DEFAULT_MIN_DIFFERENCE, min_region: int = MIN_REGION_SIDE,
-                 face_px: float = 0.0, masks: dict[str, list] | None = None):
+                 face_px: float = 0.0, masks: dict[str, list] | None = None,
+                 cameras: dict[str, CameraDetector] | None = None):
         self.detector = detector
+        self.cameras = dict(cameras or {})
         self.detect_every = int(detect_every)
         self.metrics = metrics
         self.full_scan_every = int(full_scan_every)
@@ -126,10 +139,19 @@ class DetectStage:
         faces: list[Faces | None] = [None] * len(frames)
         if due:
             with self.metrics.time("detect", items=len(due)):
-                found = self.detector.detect([frames[k].image for k in due])
-            for k, f in zip(due, found, strict=True):
-                faces[k] = self._unmasked(frames[k].camera, f)
+                for detector, ks in self._by_detector(frames, due):
+                    for k, f in zip(ks, detector.detect([frames[k].image for k in ks]), strict=True):
+                        faces[k] = self._unmasked(frames[k].camera, f)
         return Detected(tuple(frames), tuple(faces), tuple(received))
+
+    def _by_detector(self, frames: list[Frame], ks: list[int]) -> list[tuple[Detector, list[int]]]:
+        """Frame positions `ks` grouped by their camera's detector (most runs: one group, one batch)."""
+        groups: dict[int, tuple[Detector, list[int]]] = {}
+        for k in ks:
+            own = self.cameras.get(frames[k].camera)
+            detector = self.detector if own is None else own.detector
+            groups.setdefault(id(detector), (detector, []))[1].append(k)
+        return list(groups.values())
 
     def _unmasked(self, camera: str, faces: Faces) -> Faces:
         """`faces` without those centred in one of the camera's masks (a TV, a poster, a street)."""
@@ -142,16 +164,17 @@ class DetectStage:
 
     def _process_roi(self, frames: list[Frame], received: list[float]) -> Detected:
         plans = [self._plan(frame) for frame in frames]  # None: full scan; else regions (maybe none)
-        whole = [k for k, plan in enumerate(plans) if plan is None]
-        cropped = [k for k, plan in enumerate(plans) if plan]
-        images = [frames[k].image for k in whole]
-        crops = [(frames[k].image, *plans[k]) for k in cropped]
+        busy = [k for k, plan in enumerate(plans) if plan is None or plan]
         faces: list[Faces] = [Faces.empty()] * len(frames)
-        if images or crops:
-            with self.metrics.time("detect", items=len(whole) + len(cropped)):
-                found = roi_detect_with_frames(self.detector, images, crops)
-            for k, f in zip(whole + cropped, found, strict=True):
-                faces[k] = self._unmasked(frames[k].camera, f)
+        if busy:
+            with self.metrics.time("detect", items=len(busy)):
+                for detector, ks in self._by_detector(frames, busy):
+                    whole = [k for k in ks if plans[k] is None]
+                    cropped = [k for k in ks if plans[k] is not None]
+                    found = roi_detect_with_frames(detector, [frames[k].image for k in whole],
+                                                   [(frames[k].image, *plans[k]) for k in cropped])
+                    for k, f in zip(whole + cropped, found, strict=True):
+                        faces[k] = self._unmasked(frames[k].camera, f)
         for frame, f in zip(frames, faces, strict=True):
             self._last_boxes[frame.camera] = f.xyxy.astype(np.float64)
         return Detected(tuple(frames), tuple(faces), tuple(received))
@@ -163,7 +186,8 @@ class DetectStage:
         self._seen[camera] += 1
         cut = self._is_cut(frame)
         motion = self._motion(frame)
-        pixels = shape[0] * shape[1]
+        face_px, min_region, fit = self._sizes(camera, shape)
+        pixels = round(shape[0] * shape[1] * fit * fit)  # what a full scan of this frame costs the detector
         self.roi.pixels_total += pixels
         if cut:
             self.regions.mark_cut(camera, frame.index)
@@ -179,8 +203,8 @@ class DetectStage:
                 grown = np.concatenate([grown, grow_boxes(spots, self.roi_margin, True)])
                 centres = (spots[:, :2] + spots[:, 2:]) / 2  # a face of unknown size: its region is not shrunk
                 boxes = np.concatenate([boxes, np.concatenate([centres, centres], axis=1)])
-            plan = grow_regions(grown, shape, self.min_region)
-            scales = region_scales(plan, boxes, self.face_px)
+            plan = grow_regions(grown, shape, min_region)
+            scales = [min(fit, scale) for scale in region_scales(plan, boxes, face_px)]
             seen = round(sum(region_pixels([r]) * f * f for r, f in zip(plan, scales)))  # what the detector sees
             full = seen >= FULL_SCAN_SHARE * pixels  # one whole frame costs no more
         if full:
@@ -198,6 +222,16 @@ class DetectStage:
         self.metrics.count("detect_roi_frames")
         self.metrics.count("detect_regions", len(plan))
         return (plan, scales) if plan else ()
+
+    def _sizes(self, camera: str, shape: tuple[int, ...]) -> tuple[float, int, float]:
+        """(face_px, min_region, fit) for a camera's frame: a region's crop is shrunk until its smallest face is
+        face_px wide, a region is at least min_region frame px, and `fit` is the camera's detect resolution
+        (crops are shrunk like its full frames: never detected finer than a full scan)."""
+        own = self.cameras.get(camera)
+        if own is None:
+            return self.face_px, self.min_region, 1.0
+        fit = 1.0 if own.max_side is None else min(1.0, own.max_side / max(shape[:2]))
+        return 2 * own.min_face, round(2 * own.min_face / fit), fit
 
     def _is_cut(self, frame: Frame) -> bool:
         if self.scene_cut <= 0:
@@ -251,11 +285,12 @@ class RecogniseStage:
     def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
-                 verifier: Verifier | None = None, weak_every: int = 3, unknowns: UnknownRecorder | None = None,
+                 verifier: Verifier | None = None, weak_every: int = 3, weak_eager_frames: int = 0,
+                 unknowns: UnknownRecorder | None = None,
                  self_enrol: SelfEnrol | None = None, regions: TrackRegions | None = None):
         self.metrics = metrics
         self.tracking = TrackStage(new_tracker, scene_cut, regions)
-        self.matching = MatchStage(judge, matcher, metrics, weak_every)
+        self.matching = MatchStage(judge, matcher, metrics, weak_every, weak_eager_frames)
         self.events = EventStage(self.tracking, voter or IdentityVoter(), bus, include_crops, verifier, unknowns,
                                  self_enrol)
         self.arbiter = IdentityArbiter()
