@@ -91,9 +91,13 @@ class EventStage:
 
     def finish(self, ended: Sequence[tuple[Track, int, float]]) -> None:
         """The track_ended events of the tracks ended at the end of the stream."""
+        self.close(ended)
+        self.maintain(final=True)
+
+    def close(self, ended: Sequence[tuple[Track, int, float]]) -> None:
+        """The track_ended events of tracks ended outside the tracker (end of stream, a camera closed)."""
         for track, frame_index, timestamp in ended:
             self._ended(track, frame_index, timestamp)
-        self.maintain(final=True)
 
     def _vote(self, item: Recognised) -> None:
         frame, match, candidate = item.candidate.frame, item.match, item.candidate

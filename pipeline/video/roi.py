@@ -82,6 +82,12 @@ class TrackRegions:
             self._cut_at[camera] = int(frame_index)
             self._tracks.pop(camera, None)
 
+    def forget(self, camera: str) -> None:
+        """The camera is gone (its source closed): no tracks, no cut."""
+        with self._lock:
+            self._tracks.pop(camera, None)
+            self._cut_at.pop(camera, None)
+
     def predicted(self, camera: str, frame_index: int) -> np.ndarray:
         """(N, 4) the camera's live tracks' boxes moved by their velocity to `frame_index`."""
         with self._lock:

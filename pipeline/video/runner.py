@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from pipeline.core.errors import FacestreamError
@@ -36,7 +37,7 @@ from pipeline.video.metrics import StageMetrics
 from pipeline.video.output import VideoOutput
 from pipeline.video.snapshots import SnapshotPublisher
 from pipeline.video.source_group import SourceGroup
-from pipeline.video.stages import DetectStage, RecogniseStage
+from pipeline.video.stages import Detected, DetectStage, RecogniseStage
 from pipeline.video.track_log import TrackLog
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ class Runner:
         self._annotated: queue.Queue = queue.Queue(stage_queue)
         self._errors: list[BaseException] = []
         self._frames_in = 0
-        self._live = {s.camera for s in group.sources if s.kind != "file"}
 
     def stop(self) -> None:
         """Ask every stage to finish (thread-safe, signal-safe: it only sets an event)."""
@@ -109,14 +109,20 @@ class Runner:
                 if self.max_frames is not None and self._frames_in >= self.max_frames:
                     break
                 frames = self.group.next_batch(self.batch_wait_s)
+                closed = tuple(self.group.take_closed())
+                for camera in closed:
+                    self.detect.forget(camera)
                 if not frames:
+                    if closed:  # a camera's tracks end even when no other camera has a frame
+                        self._put(self._detected, Detected((), (), (), closed))
                     if self.group.finished:
                         break
                     continue
                 received = self._capture_times(frames)
                 self._frames_in += len(frames)
                 self.metrics.count("frames_in", len(frames))
-                self._put(self._detected, self.detect.process(frames, received))
+                detected = self.detect.process(frames, received)
+                self._put(self._detected, replace(detected, closed=closed) if closed else detected)
         finally:
             self.group.stop()  # stops the readers now: a live camera must not keep filling its queue
             self._send_end(self._detected)
@@ -166,7 +172,8 @@ class Runner:
         """perf_counter time each frame was captured: live frames carry their wall-clock capture time; a file's
         frames carry media time, so for them "captured" is when the frame left the source's queue."""
         now, wall = time.perf_counter(), time.time()
-        return [now - max(0.0, wall - f.timestamp) if f.camera in self._live else now for f in frames]
+        live = {s.camera for s in self.group.sources if s.kind != "file"}  # a worker's cameras come and go
+        return [now - max(0.0, wall - f.timestamp) if f.camera in live else now for f in frames]
 
     def _send_end(self, q: queue.Queue) -> None:
         try:

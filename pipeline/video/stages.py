@@ -55,6 +55,7 @@ class Detected:
     frames: tuple[Frame, ...]
     faces: tuple[Faces | None, ...]  # None: not detected this frame (tracks carry the faces)
     received: tuple[float, ...]  # perf_counter when each frame left its source queue
+    closed: tuple[str, ...] = ()  # cameras whose source was closed before these frames: their tracks end
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class DetectStage:
         self._cuts: dict[str, SceneCutDetector] = {}
         self._gates: dict[str, object | None] = {}
         self._last_boxes: dict[str, np.ndarray] = {}  # camera -> its latest detections (xyxy)
+
+    def forget(self, camera: str) -> None:
+        """A camera's source was closed: its schedule, cut test, motion gate and latest boxes go."""
+        for state in (self._seen, self._since_full, self._cuts, self._gates, self._last_boxes):
+            state.pop(camera, None)
 
     def process(self, frames: list[Frame], received: list[float]) -> Detected:
         if self.full_scan_every > 0:
@@ -297,6 +303,8 @@ class RecogniseStage:
         self.labels = LabelStage()
 
     def process(self, batch: Detected) -> list[Annotated]:
+        for camera in batch.closed:
+            self.events.close(self.tracking.end_camera(camera))
         # Judging (align + gates) is timed with tracking: the "track" figure has always included it.
         with self.metrics.time("track", items=len(batch.frames)):
             tracked = self.tracking.update(batch.frames, batch.faces)

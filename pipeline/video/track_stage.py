@@ -83,6 +83,17 @@ class TrackStage:
                 ended.append((track, frame.index if frame else track.last_frame, frame.timestamp if frame else 0.0))
         return ended
 
+    def end_camera(self, camera: str) -> list[tuple[Track, int, float]]:
+        """End one camera's tracks (its source was closed: a released lease); its tracker keeps counting ids."""
+        tracker, frame = self.trackers.get(camera), self._last.pop(camera, None)
+        self.cut_detectors.pop(camera, None)
+        if self.regions is not None:
+            self.regions.forget(camera)
+        if tracker is None:
+            return []
+        return [(track, frame.index if frame else track.last_frame, frame.timestamp if frame else 0.0)
+                for track in tracker.end_all()]
+
     def confirm_identity(self, track: Track, identity: str | None, similarity: float) -> None:
         self.trackers[track.camera].confirm_identity(track, identity, similarity)
 
