@@ -86,13 +86,13 @@ def plural(count: int, noun: str) -> str:
 # -- set-up -------------------------------------------------------------------------------------------
 def open_store(cfg: AppConfig, args: argparse.Namespace, fingerprint: str | None = None):
     """The gallery; with `fingerprint` (the embedder's), refused if it holds another model's templates."""
-    from pipeline.app.services import redis_client
+    from pipeline.app.services import redis_client, write_safety
     from pipeline.gallery import GalleryStore
 
     client = redis_client(cfg, args.redis_url)
     # An existing gallery keeps the dtype and server index it was created with; these only apply to a new one.
     return GalleryStore.open(client, args.gallery, fingerprint=fingerprint, dtype_for_new=args.dtype,
-                             server_index_for_new=cfg.gallery.server_index)
+                             server_index_for_new=cfg.gallery.server_index, **write_safety(cfg))
 
 
 def make_enroller(cfg: AppConfig, args: argparse.Namespace):

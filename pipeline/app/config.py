@@ -17,9 +17,14 @@ from pipeline.core.settings import Section, load_config
 class RedisConfig(Section):
     # None: the embedded server kept under `state_dir` (started on first use). Otherwise any
     # redis:// or rediss:// URL, with user/password if the server wants them; used as is. For TLS with a
-    # private CA: rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem
+    # private CA: rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem. A Redis Cluster:
+    # redis+cluster://host1:7000,host2:7001 (any nodes as seeds; rediss+cluster:// for TLS).
     url: str | None = None
     state_dir: Path = Path("state")
+    # Replicas that must confirm each gallery write (WAIT) before it counts as done: 1 on a cluster with one
+    # replica per master means an enrolment survives a kill -9 of its master (pipeline/gallery/store.py).
+    wait_replicas: int = Field(0, ge=0, description="replicas confirming each gallery write; 0: do not wait")
+    wait_timeout_ms: int = Field(2000, gt=0, description="how long a write waits for them, then fails")
 
 
 class EngineConfig(Section):

@@ -25,6 +25,7 @@ from pipeline.app.services import (
     make_embedder,
     quality_gates,
     unknown_store,
+    write_safety,
 )
 from pipeline.core.errors import GalleryError, SourceError
 from pipeline.core.images import MAX_PIXELS, decode_image, read_image
@@ -90,7 +91,7 @@ class Operator:
     def __init__(self, cfg: AppConfig, client, gallery: str, model: Path, max_pixels: int = MAX_PIXELS):
         self.cfg, self.model = cfg, Path(model)
         self.max_pixels = int(max_pixels)  # of an upload's declared size (the console's limit)
-        self.store = GalleryStore.open(client, gallery)
+        self.store = GalleryStore.open(client, gallery, **write_safety(cfg))
         self.unknowns = unknown_store(cfg, client, gallery)
         # One request at a time through the detector and embedder (the console serves requests on threads).
         self._models = threading.Lock()

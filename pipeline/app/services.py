@@ -76,9 +76,14 @@ def redis_client(cfg: AppConfig, url: str | None = None):
     return connect(url or cfg.redis.url, cfg.redis.state_dir)
 
 
-def open_gallery(client, gallery: str, fingerprint: str) -> GalleryStore:
+def write_safety(cfg: AppConfig) -> dict:
+    """How many replicas confirm each gallery write, and for how long it waits (redis.wait_replicas)."""
+    return {"wait_replicas": cfg.redis.wait_replicas, "wait_timeout_ms": cfg.redis.wait_timeout_ms}
+
+
+def open_gallery(client, gallery: str, fingerprint: str, **safety) -> GalleryStore:
     """The gallery as it was created; GalleryError if it holds templates of another model than the embedder's."""
-    return GalleryStore.open(client, gallery, fingerprint=fingerprint)
+    return GalleryStore.open(client, gallery, fingerprint=fingerprint, **safety)
 
 
 def make_search(cfg: GalleryConfig, mirror: GalleryMirror, store: GalleryStore) -> Search:
@@ -135,7 +140,7 @@ class LiveGallery:
 def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_url: str | None = None) -> LiveGallery:
     """Connect, open `gallery` for `embedder`'s model, start its mirror, and build the matcher (`run` section)."""
     client = redis_client(cfg, redis_url)
-    store = open_gallery(client, gallery, embedder.fingerprint)
+    store = open_gallery(client, gallery, embedder.fingerprint, **write_safety(cfg))
     mirror = GalleryMirror(store).start()
     try:
         operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, embedder.card, counts))

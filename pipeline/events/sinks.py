@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from pipeline.core.errors import FacestreamError
 from pipeline.events.record import Event
+from pipeline.gallery.clients import is_cluster, private_copy
 from pipeline.gallery.keys import GalleryKeys
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,8 @@ class RedisStreamSink:
         if client is not None:
             try:
                 client.close()
-                client.connection_pool.disconnect()  # close() leaves an explicitly given pool open
+                if not is_cluster(client):  # RedisCluster.close() closes every node's pool; it has no single one
+                    client.connection_pool.disconnect()  # close() leaves an explicitly given pool open
             except Exception:  # noqa: BLE001 - closing a dead connection may fail too
                 pass
 
@@ -283,10 +285,10 @@ def _tail_id(client: Any, key: str) -> str:
 
 
 def _without_retries(client: Any) -> Any:
-    """A new client on the same server as `client`, without its automatic retries (the caller's is untouched)."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    """A new client on the same server (or Redis Cluster) as `client`, without its automatic retries (the
+    caller's is untouched). On a cluster that includes following MOVED after a failover: the failure path
+    reconnects and re-checks instead, which is safe because a redirected write was not applied."""
+    return private_copy(client, retry=Retry(NoBackoff(), 0))
 
 
 def _text(value: Any) -> str:

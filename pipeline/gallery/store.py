@@ -9,6 +9,12 @@ dtype/dim/model: binding.py; stream entries: changes.py; aligned enrolment crops
 templates in the same transaction, deleted with them): identity.py; negatives and template removal: template_edits.py;
 other writers joining a transaction (`also`): plan.py. `GalleryStore.open` is the one way callers open an
 existing or new gallery.
+
+Redis Cluster: every key carries the gallery's hash tag, so each transaction runs on the one master owning that
+slot. Replication is asynchronous, so a master killed right after EXEC can take the write with it; with
+`wait_replicas=N` every write is followed by `WAIT N wait_timeout_ms` on the connection that made it (WAIT
+covers only that connection's writes, hence a private client for writes, used under a lock), and a write that
+fewer than N replicas confirmed in time raises GalleryError (it is on the master, but not yet safe from a kill).
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -30,6 +37,7 @@ from pipeline.core.errors import GalleryError
 from pipeline.gallery import codec
 from pipeline.gallery.binding import bind, check_model
 from pipeline.gallery.changes import Change, change_fields, parse_change, text
+from pipeline.gallery.clients import REDIS_ERRORS, private_copy, wait_for_replicas
 from pipeline.gallery.identity import (
     RECORD_FIELD,
     AddResult,
@@ -55,29 +63,39 @@ READ_CHUNK = 1000  # identities per pipelined read
 
 class GalleryStore(TemplateEdits):
     """`GalleryStore(client, "default", dtype="int8")`; `reconnect` makes a new client after a failure
-    (an embedded server restarted on another port), otherwise the client's pool reconnects by itself."""
+    (an embedded server restarted on another port), otherwise the client's pool reconnects by itself.
+    `client` may be a RedisCluster; `wait_replicas`: replicas that must confirm each write (module notes)."""
 
     def __init__(self, client: redis.Redis, gallery: str = "default", *,
                  dtype: Literal["float32", "int8"] = "float32", server_index: bool = False,
-                 reconnect: Callable[[], redis.Redis] | None = None):
+                 reconnect: Callable[[], redis.Redis] | None = None, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 2000):
         self.client = client
         self.gallery = validate_gallery(gallery)
         self.keys = GalleryKeys(gallery)
         self.dtype = codec.check_dtype(dtype)
         self.server_index = bool(server_index)
         self._factory = reconnect
+        if int(wait_replicas) < 0 or int(wait_timeout_ms) <= 0:
+            raise GalleryError(f"wait_replicas must be >= 0 and wait_timeout_ms > 0, got {wait_replicas} and "
+                               f"{wait_timeout_ms}")
+        self.wait_replicas, self.wait_timeout_ms = int(wait_replicas), int(wait_timeout_ms)
+        self._writer: redis.Redis | None = None  # the private client of replicated writes (made on first use)
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open(cls, client: redis.Redis, gallery: str = "default", *, fingerprint: str | None = None,
              dtype_for_new: Literal["float32", "int8"] = "float32", server_index_for_new: bool = False,
-             reconnect: Callable[[], redis.Redis] | None = None) -> GalleryStore:
+             reconnect: Callable[[], redis.Redis] | None = None, wait_replicas: int = 0,
+             wait_timeout_ms: int = 2000) -> GalleryStore:
         """The store of `gallery` as it was created (its dtype and server index; the `_for_new` settings only
         apply to a gallery never written). With `fingerprint`: GalleryError if it holds another model's templates.
         """
         meta = cls(client, gallery).meta()
         new = not meta.get("dtype")
         store = cls(client, gallery, dtype=dtype_for_new if new else meta["dtype"],
-                    server_index=server_index_for_new if new else meta.get("server_index") == "1", reconnect=reconnect)
+                    server_index=server_index_for_new if new else meta.get("server_index") == "1", reconnect=reconnect,
+                    wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
         if fingerprint is not None:
             check_model(meta, store.gallery, fingerprint)
         return store
@@ -87,10 +105,14 @@ class GalleryStore(TemplateEdits):
         if client is None and self._factory is None:
             return
         old, self.client = self.client, client if client is not None else self._factory()
-        try:
-            old.close()
-        except redis.RedisError:
-            pass
+        with self._write_lock:
+            writer, self._writer = self._writer, None
+        for stale in (old, writer):
+            try:
+                if stale is not None:
+                    stale.close()
+            except REDIS_ERRORS:
+                pass
 
     def bind(self, meta: dict[str, str], dim: int, fingerprint: str) -> tuple[dict, bool]:
         """binding.bind for this store: (meta fields to write, keep the vector set?); raises on a mismatch."""
@@ -394,25 +416,45 @@ class GalleryStore(TemplateEdits):
 
     def _commit(self, prepare: Callable[[Any, dict], Plan], what: str, watch: Sequence[str] = ()) -> Any:
         """Run `prepare` on fresh reads under WATCH of `head` (and `watch`), then its writes + change entry in
-        MULTI."""
-        for attempt in range(MAX_ATTEMPTS):
-            with self._errors(what), self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(self.keys.head, *watch)
-                    seq, epoch = self._head_for_write(pipe)
-                    plan = prepare(pipe, text(pipe.hgetall(self.keys.meta)))
-                    if plan.op is None:
-                        return plan.result
-                    pipe.multi()
-                    plan.write(pipe)
-                    self._log(pipe, seq + 1, epoch, plan)
-                    pipe.execute()
-                    return plan.result
-                except redis.WatchError:
-                    # Another writer got in first: back off a little (more after each loss) and re-read.
-                    time.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+        MULTI; with `wait_replicas`, WAIT for the replicas on the same connection before returning."""
+        with self._write_lock if self.wait_replicas else nullcontext():
+            writer = self._replicated_writer() if self.wait_replicas else self.client
+            for attempt in range(MAX_ATTEMPTS):
+                with self._errors(what), writer.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(self.keys.head, *watch)
+                        seq, epoch = self._head_for_write(pipe)
+                        plan = prepare(pipe, text(pipe.hgetall(self.keys.meta)))
+                        if plan.op is None:
+                            return plan.result
+                        pipe.multi()
+                        plan.write(pipe)
+                        self._log(pipe, seq + 1, epoch, plan)
+                        pipe.execute()
+                    except redis.WatchError:
+                        # Another writer got in first: back off a little (more after each loss) and re-read.
+                        time.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+                        continue
+                if self.wait_replicas:
+                    self._confirm_replicated(writer, what)
+                return plan.result
         raise GalleryError(f"{what} on gallery {self.gallery!r} gave up after {MAX_ATTEMPTS} attempts: "
                            "other writers changed the gallery every time")
+
+    def _replicated_writer(self) -> redis.Redis:
+        # Private, used only under the write lock: the connection that ran EXEC is the one its pool hands back
+        # next (pools reuse the last released connection), so WAIT counts replicas for exactly this write.
+        if self._writer is None:
+            self._writer = private_copy(self.client)
+        return self._writer
+
+    def _confirm_replicated(self, writer: redis.Redis, what: str) -> None:
+        with self._errors(f"confirm replication of {what}"):
+            acked = wait_for_replicas(writer, self.keys.head, self.wait_replicas, self.wait_timeout_ms)
+        if acked < self.wait_replicas:
+            raise GalleryError(f"{what} on gallery {self.gallery!r} is on the Redis master but only {acked} of "
+                               f"{self.wait_replicas} replica(s) confirmed it within {self.wait_timeout_ms} ms: it "
+                               "could be lost if that master fails now (are the replicas linked?)")
 
     def _head_for_write(self, pipe) -> tuple[int, str]:
         seq, epoch = pipe.hmget(self.keys.head, "seq", "epoch")
@@ -455,6 +497,6 @@ class GalleryStore(TemplateEdits):
     def _errors(self, what: str):
         try:
             yield
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise GalleryError(f"Redis failed to {what} for gallery {self.gallery!r}: "
                                f"{type(exc).__name__}: {exc}") from exc

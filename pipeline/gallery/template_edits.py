@@ -88,7 +88,8 @@ class TemplateEdits:
                 return Plan(0)
 
             def write(p) -> None:
-                p.unlink(key).srem(self.keys.negative_ids, identity_id)
+                p.unlink(key)  # not chained: redis-py's ClusterPipeline.unlink returns None
+                p.srem(self.keys.negative_ids, identity_id)
             return Plan(count, write, NEGATIVE_OP, [identity_id], [name])
         return self._commit(prepare, "clear negatives")
 

@@ -4,6 +4,9 @@
 (server.py) when the URL is unset, or local and nothing listens there. `rediss://` URLs take
 redis-py's TLS options as query keys, e.g. `rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem`.
 URLs are shown with their secrets redacted (urls.py).
+
+A Redis Cluster URL (`redis+cluster://[user:pw@]host:port[,host:port...]`, urls.py) gives a
+`redis.cluster.RedisCluster` with the same client options; the embedded server never stands in for a cluster.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from pipeline.core.errors import GalleryError
 from pipeline.core.urls import redact, scrub
 from pipeline.redis.server import EmbeddedRedis
-from pipeline.redis.urls import CLIENT_OPTIONS, is_local
+from pipeline.redis.urls import CLIENT_OPTIONS, is_cluster, is_local, parse_cluster
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +35,25 @@ _OWNED: dict[Path, EmbeddedRedis] = {}  # servers connect() started in this proc
 _TLS_FILE_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
-def connect(url: str | None, state_dir: Path) -> redis.Redis:
+def connect(url: str | None, state_dir: Path) -> redis.Redis | RedisCluster:
     """A client for `url`; `None`, or a local URL where nothing answers: the embedded server.
 
     The embedded server keeps its data in `state_dir/redis`. Remote URLs are used as given
     (user/password in the URL are sent as AUTH); failures name the server with the password redacted.
+    A cluster URL gives a RedisCluster client.
     """
     embedded_dir = Path(state_dir) / "redis"
     if url is None:
         return _embedded(embedded_dir).client()
+    if is_cluster(url):
+        return connect_cluster(url)
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise GalleryError(f"unsupported Redis URL {redact(url)}: use redis://, rediss:// or unix://")
+        raise GalleryError(f"unsupported Redis URL {redact(url)}: use redis://, rediss://, unix:// or, for a "
+                           "cluster, redis+cluster:// (rediss+cluster://)")
     shown = redact(url)
     where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-    for key, value in parse_qsl(parts.query):
-        if key in _TLS_FILE_KEYS and not Path(value).is_file():
-            raise GalleryError(f"Redis URL {shown}: {key} file {value} not found")
+    _check_tls_files(url, shown)
     try:
         client = redis.Redis.from_url(url, **CLIENT_OPTIONS)
         # The probe only PINGs: a server that accepts but never answers (e.g. plain Redis behind a rediss://
@@ -78,6 +85,44 @@ def connect(url: str | None, state_dir: Path) -> redis.Redis:
                 "own server, start it and keep redis.url=%s", shown, embedded_dir, server.redacted_url,
                 embedded_dir / "password", shown)
     return server.client()
+
+
+def connect_cluster(url: str) -> RedisCluster:
+    """A RedisCluster client for a cluster URL (urls.py); GalleryError if no seed answers, a seed refuses our
+    password, or the server is not in cluster mode. Never falls back to the embedded server."""
+    parsed = parse_cluster(url)
+    shown = parsed.shown
+    _check_tls_files(parsed.node_url, shown)
+    seeds = [ClusterNode(host, port) for host, port in parsed.seeds]
+    try:
+        # The constructor discovers the cluster at once (CLUSTER SLOTS on the seeds in turn), so failures show here.
+        return RedisCluster.from_url(parsed.node_url, startup_nodes=seeds, **CLIENT_OPTIONS)
+    except ValueError as exc:
+        raise GalleryError(f"malformed Redis Cluster URL {shown}: {scrub(str(exc), parsed.node_url)}") from None
+    except (RedisClusterException, redis.RedisError) as exc:
+        raise GalleryError(f"cannot use Redis Cluster at {shown}: "
+                           f"{_cluster_problem(exc, parsed.node_url)}") from None
+
+
+def _cluster_problem(exc: BaseException, node_url: str) -> str:
+    """What a failed cluster discovery means, in words (redis-py wraps the cause in a generic message)."""
+    for cause in _causes(exc):
+        if isinstance(cause, redis.AuthenticationError) or "WRONGPASS" in str(cause) or "NOAUTH" in str(cause):
+            return f"authentication failed ({scrub(str(cause), node_url)})"
+        if "cluster support disabled" in str(cause) or "Cluster mode is not enabled" in str(cause):
+            return ("the server is not in cluster mode (cluster-enabled no); use a redis:// URL for a "
+                    "single server")
+    tls = _tls_problem(exc)
+    if tls is not None:
+        return f"TLS failed: {scrub(tls, node_url)}"
+    return f"no seed node answered ({scrub(str(exc), node_url)})"
+
+
+def _check_tls_files(url: str, shown: str) -> None:
+    # Checked before connecting, since the driver reports a missing file as a connection failure.
+    for key, value in parse_qsl(urlsplit(url).query):
+        if key in _TLS_FILE_KEYS and not Path(value).is_file():
+            raise GalleryError(f"Redis URL {shown}: {key} file {value} not found")
 
 
 def stop_embedded(state_dir: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from pipeline.core.errors import GalleryError
+from pipeline.gallery.clients import REDIS_ERRORS
 from pipeline.unknowns.keys import (
     CLUSTER_PREFIX,
     IDENTITY_ALIAS,
@@ -463,6 +464,6 @@ class UnknownStore:
     def _errors(self, what: str):
         try:
             yield
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:  # RedisCluster raises some errors that are not RedisErrors
             raise GalleryError(f"Redis failed to {what} for the unknowns of gallery {self.gallery!r}: "
                                f"{type(exc).__name__}: {exc}") from exc
