@@ -16,6 +16,7 @@ from pipeline.app.config import AppConfig, CameraConfig, GalleryConfig
 from pipeline.core.errors import ConfigError, GalleryError
 from pipeline.core.settings import Section
 from pipeline.detect import MTCNN
+from pipeline.detect.process import DetectorProcess
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
@@ -63,12 +64,15 @@ def make_embedder(cfg: AppConfig, model: Path, batch_size: int | None = None) ->
     return Embedder(model, name, batch_size=batch_size or cfg.run.embed_batch, **options)
 
 
-def make_detector(cfg: AppConfig, min_face_size: int | None = None) -> MTCNN:
-    """The MTCNN the `detector` section describes; `min_face_size` overrides it (run.min_face_size)."""
+def make_detector(cfg: AppConfig, min_face_size: int | None = None,
+                  separate_process: bool = False) -> MTCNN | DetectorProcess:
+    """The MTCNN the `detector` section describes; `min_face_size` overrides it (run.min_face_size);
+    `separate_process`: run in a child process (close() it)."""
     d = cfg.detector
-    return MTCNN(min_face_size=min_face_size or d.min_face_size, thresholds=d.thresholds,
-                 scale_factor=d.scale_factor, engine=d.engine, max_side=d.max_side, threads=d.threads,
-                 pyramid=d.pyramid, max_face_size=d.max_face_size)
+    settings = {"min_face_size": min_face_size or d.min_face_size, "thresholds": d.thresholds,
+                "scale_factor": d.scale_factor, "engine": d.engine, "max_side": d.max_side, "threads": d.threads,
+                "pyramid": d.pyramid, "max_face_size": d.max_face_size}
+    return DetectorProcess(**settings) if separate_process else MTCNN(**settings)
 
 
 def redis_client(cfg: AppConfig, url: str | None = None):
@@ -304,7 +308,8 @@ def motion_gates(cfg: AppConfig, cameras: Sequence[str]) -> dict[str, MotionGate
     return {camera: gate for camera in cameras if (gate := motion_gate(cfg, camera)) is not None}
 
 
-def camera_detectors(cfg: AppConfig, detector: MTCNN, cameras: list[str]) -> dict[str, CameraDetector]:
+def camera_detectors(cfg: AppConfig, detector: MTCNN | DetectorProcess,
+                     cameras: list[str]) -> dict[str, CameraDetector]:
     """The cameras whose `min_face_size` or `detect_max_side` differ from the run's: each gets `detector`'s nets
     at its own sizes (nothing loaded twice)."""
     own = {}

@@ -77,7 +77,9 @@ class Session:
                                   cameras=[c for c, _ in opts.sources], show=opts.show)
         self._closers.append(self.output.close)
         self.embedder = make_embedder(cfg, opts.model)
-        self.detector = make_detector(cfg, run.min_face_size)
+        self.detector = make_detector(cfg, run.min_face_size, separate_process=cfg.detector.process)
+        if cfg.detector.process:
+            self._closers.append(self.detector.close)
         self.gallery = open_live_gallery(cfg, self.embedder, opts.gallery, opts.redis_url)
         self._closers.append(self.gallery.close)
         self.client, self.store, self.mirror = self.gallery.client, self.gallery.store, self.gallery.mirror

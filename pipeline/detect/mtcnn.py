@@ -112,7 +112,8 @@ def validate_image(image: object, index: int) -> np.ndarray:
     return image
 
 
-def _check_sizes(min_face_size: float, max_side: int | None, max_face_size: float | None) -> None:
+def check_sizes(min_face_size: float, max_side: int | None, max_face_size: float | None) -> None:
+    """EngineError naming the first size setting MTCNN cannot work with."""
     if min_face_size < PNET_CELL:
         raise EngineError(f"min_face_size must be >= {PNET_CELL} px (P-Net's cell), got {min_face_size}")
     if max_side is not None and max_side < PNET_CELL:
@@ -181,7 +182,7 @@ class MTCNN:
         threads: int = 1,
         max_face_size: float | None = None,
     ) -> None:
-        _check_sizes(min_face_size, max_side, max_face_size)
+        check_sizes(min_face_size, max_side, max_face_size)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise EngineError(f"thresholds must be 3 probabilities (P, R, O-Net), got {tuple(thresholds)}")
         if not 0.0 < scale_factor < 1.0:
@@ -202,7 +203,7 @@ class MTCNN:
         detect resolution; None keeps this detector's value."""
         min_face = self.min_face_size if min_face_size is None else float(min_face_size)
         side = self.max_side if max_side is None else int(max_side)
-        _check_sizes(min_face, side, self.max_face_size)
+        check_sizes(min_face, side, self.max_face_size)
         other = copy.copy(self)
         other.min_face_size, other.max_side = min_face, side
         return other
