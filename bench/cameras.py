@@ -22,8 +22,8 @@ plays 1.9 times). Looping is `sources.reconnect=true`: FrameSource reopens a fin
 a scene cut and ends the tracks. A timer stops the Session at `--seconds`.
 
 Per configuration: fps_per_camera = frames processed / streaming wall (mean over cameras, and each camera's);
-dropped = frames the sources discarded; cpu_percent = this process's user + system CPU (getrusage) over the
-streaming (models loaded before), as % of one core, and `cpu_percent_machine` of all cores (the embedded
+dropped = frames the sources discarded; cpu_percent = this process's user + system CPU (getrusage), plus the
+detector process's with detector.process=true, over the streaming (models loaded before), as % of one core, and `cpu_percent_machine` of all cores (the embedded
 redis-server's CPU is not in it); time to name p50/p99 (bench/cameras_metrics.py, exact definition there);
 faces_lost against the 1-camera run of the same clip; faces per detected frame; latency p50/p90 (a frame
 leaving its source queue -> its events and annotated frame out: a file's queue wait is not in it).
@@ -127,10 +127,11 @@ def run_cameras(cfg_path: Path, overrides: Sequence[str], model: Path, clip: Pat
     stop_at = seconds if loop or seconds < info["seconds"] else info["seconds"] + 5.0
     timer = threading.Timer(stop_at, session.runner.stop)
     try:
-        cpu = process_cpu_s()
+        child = getattr(session.detector, "cpu_s", lambda: 0.0)  # detector.process: the child's CPU counts too
+        cpu = process_cpu_s() + child()
         timer.start()
         summary = session.run()
-        cpu_s = process_cpu_s() - cpu
+        cpu_s = process_cpu_s() + child() - cpu
         tally = session.recognise.tally
         # The moment each paced source delivered media time 0 (FrameSource keeps it privately; no public hook).
         origins = {s.camera: getattr(s, "_pace_origin", None) for s in session.group.sources}

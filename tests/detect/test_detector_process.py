@@ -119,3 +119,9 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"  # a zombie has exited (its parent reaps it)
+
+
+def test_the_childs_cpu_is_accounted(remote, shared_data):
+    before = remote.cpu_s()
+    remote.detect(frames(shared_data, 6))
+    assert remote.cpu_s() > before
