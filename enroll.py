@@ -30,6 +30,8 @@ remove, export and import them.
 
     keys create --role admin|viewer                 a new API key for serve.py's console and API (shown once)
     keys list | keys revoke KEY_ID                  the keys (id, role, created, last used; never the secret)
+    events                                          the event stream's consumer groups: lag, pending entries,
+                                                    dead letters, and each consumer's pending and idle time
 
 `remove NAME` forgets the person completely: templates, negative templates, sightings and their crops.
 
@@ -43,11 +45,12 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.app import site_commands
+from pipeline.app.cli_output import Output, plural, when
 from pipeline.app.config import AppConfig, load_app_config
 from pipeline.core.errors import ConfigError, FacestreamError, GalleryError
 from pipeline.core.logs import configure_logging
@@ -56,31 +59,6 @@ log = logging.getLogger("enroll")
 
 EXIT_NOTHING_ENROLLED = 1
 EXIT_ERROR = 2
-
-
-# -- output -------------------------------------------------------------------------------------------
-class Output:
-    """Human lines on stdout, or (with --json) one JSON object on stdout at the end."""
-
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
-
-    def line(self, text: str = "") -> None:
-        if not self.as_json:
-            tqdm.write(text, file=sys.stdout)  # clears and redraws a progress bar on the terminal
-
-    def result(self, payload: dict) -> None:
-        if self.as_json:
-            print(json.dumps(payload, ensure_ascii=False))
-
-
-def when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def plural(count: int, noun: str) -> str:
-    many = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{count} {noun if count == 1 else many}"
 
 
 # -- set-up -------------------------------------------------------------------------------------------
@@ -421,7 +399,7 @@ def run_keys(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
 
 COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_rename, "remove": run_remove,
             "export": run_export, "import": run_import, "unknowns": run_unknowns, "search": run_search,
-            "reject": run_reject, "auto": run_auto, "keys": run_keys}
+            "reject": run_reject, "auto": run_auto, "keys": run_keys, "events": site_commands.run_events}
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -475,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     auto_actions.add_parser("remove", parents=[json_too], help="remove them (one person, or everyone)"
                             ).add_argument("name", nargs="?", default=None)
     add_keys_parser(commands, json_too)
+    site_commands.add_events_parser(commands, json_too)
     return parser
 
 

@@ -168,9 +168,11 @@ class StreamConsumer:
         return len(done)
 
 
-def groups(client: Any, stream: str) -> list[dict]:
+def groups(client: Any, stream: str, consumers: bool = False) -> list[dict]:
     """The stream's consumer groups (XINFO GROUPS): name, consumers, pending, lag (entries not yet delivered;
-    None where Redis cannot tell), last delivered id, and dead letters. [] when the stream does not exist."""
+    None where Redis cannot tell), last delivered id, and dead letters. [] when the stream does not exist.
+    `consumers`: also each group's `members` (XINFO CONSUMERS): name, pending, idle_ms (a dead consumer's
+    entries wait there until another one claims them)."""
     try:
         infos = client.xinfo_groups(stream)
     except redis.ResponseError as exc:
@@ -187,6 +189,10 @@ def groups(client: Any, stream: str) -> list[dict]:
                       "lag": None if lag is None else int(lag),
                       "last_delivered_id": _text(info.get("last-delivered-id", "")),
                       "dead_letters": dead.get(name, 0)})
+        if consumers:
+            found[-1]["members"] = [
+                {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+                for c in ({_text(k): v for k, v in member.items()} for member in client.xinfo_consumers(stream, name))]
     return found
 
 

@@ -85,6 +85,9 @@ def test_a_killed_consumer_is_taken_over_and_a_restart_resumes(redis_client):
     with pytest.raises(KeyboardInterrupt):
         dead.poll(crash_mid_batch, block_ms=10)
     assert pending(redis_client) == 4
+    (group,) = groups(redis_client, KEY, consumers=True)  # what `enroll.py events` shows an operator
+    assert (group["pending"], group["lag"]) == (4, 0)
+    assert [(m["name"], m["pending"]) for m in group["members"]] == [("dead", 4)] and group["members"][0]["idle_ms"] >= 0
     # Another consumer takes the dead one's entries once they are idle long enough.
     other = StreamConsumer(redis_client, KEY, "g", "other", claim_idle_ms=50)
     seen = []
@@ -94,6 +97,8 @@ def test_a_killed_consumer_is_taken_over_and_a_restart_resumes(redis_client):
     while other.poll(lambda e: seen.append(e.event_id), block_ms=10):
         pass
     assert seen == ["e2", "e3", "e4", "e5"] and other.claimed == 4 and pending(redis_client) == 0
+    members = {m["name"]: m["pending"] for m in groups(redis_client, KEY, consumers=True)[0]["members"]}
+    assert members == {"dead": 0, "other": 0}
 
 
 def test_restart_rereads_own_pending_before_new_entries(redis_client):
