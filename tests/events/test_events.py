@@ -231,3 +231,24 @@ def test_bus_close_flushes_every_sink(redis_client, tmp_path):
     assert redis_client.xlen(KEY) == 20
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 20
     assert not [t for t in threading.enumerate() if t.name.startswith("events-") and t.is_alive()]
+
+
+def test_a_stamp_marks_events_and_holds_back_those_of_a_lost_lease():
+    from dataclasses import replace as with_fields
+
+    from pipeline.events import EventBus, MemorySink
+
+    held = {"door": 7}  # camera -> fencing token of the lease this worker holds
+
+    def stamp(event):
+        token = held.get(event.camera)
+        return None if token is None else with_fields(event, extra={**event.extra, "lease": token})
+
+    sink = MemorySink()
+    bus = EventBus([sink], stamp=stamp)
+    door = Event(TRACK_STARTED, "door", 1, "door-t1", None, None, 3, 1.0)
+    hall = Event(TRACK_STARTED, "hall", 1, "hall-t1", None, None, 3, 1.0)
+    assert bus.emit(door).extra == {"lease": 7}
+    assert bus.emit(hall) is None
+    assert [e.extra for e in sink.events] == [{"lease": 7}]
+    assert bus.held_back == 1 and bus.counts[TRACK_STARTED] == 1
