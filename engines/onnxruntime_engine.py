@@ -87,7 +87,13 @@ def specs_from_session(nodes: list, model: Path) -> list[TensorSpec]:
 
 @register_engine("onnxruntime")
 class OnnxRuntimeEngine(ClosingEngine):
-    """An ONNX model in an ORT InferenceSession; `providers` is what the session really runs on."""
+    """An ONNX model in an ORT InferenceSession; `providers` is what the session really runs on.
+
+    `memory_pattern=False` for models whose input shapes change from call to call (MTCNN: every pyramid level
+    and every batch of crops is a new shape): ORT plans and keeps an allocation pattern per shape, which then
+    costs time on every call and memory for good (MTCNN on 1,500 crops of random sizes: 566 vs 374 MB RSS and
+    16.1 vs 12.0 CPU s); with fixed shapes it makes no difference measured.
+    """
 
     name = "onnxruntime"
 
@@ -97,6 +103,7 @@ class OnnxRuntimeEngine(ClosingEngine):
         providers: list[str] | None = None,
         allow_fallback: bool = False,
         threads: int = 0,
+        memory_pattern: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -104,7 +111,7 @@ class OnnxRuntimeEngine(ClosingEngine):
         if threads < 0:
             raise EngineError(f"threads must be >= 0 (0 lets onnxruntime decide), got {threads}")
         requested = resolve_providers(providers, ort.get_available_providers(), allow_fallback)
-        self._session: ort.InferenceSession | None = self._open_session(requested, threads)
+        self._session: ort.InferenceSession | None = self._open_session(requested, threads, memory_pattern)
         self.providers: list[str] = self._session.get_providers()
         verify_providers(requested, self.providers, allow_fallback)
         self.inputs = specs_from_session(self._session.get_inputs(), self.model_path)
@@ -116,10 +123,11 @@ class OnnxRuntimeEngine(ClosingEngine):
     def is_available(cls) -> bool:
         return CPU in ort.get_available_providers() or CUDA in ort.get_available_providers()
 
-    def _open_session(self, providers: list[str], threads: int) -> ort.InferenceSession:
+    def _open_session(self, providers: list[str], threads: int, memory_pattern: bool) -> ort.InferenceSession:
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
+        options.enable_mem_pattern = memory_pattern
         try:
             return ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         except _NOT_ONNX_ERRORS as exc:

@@ -63,7 +63,9 @@ class NetEngine:
         if device not in ("cpu", "cuda") and not device.startswith("cuda"):
             raise EngineError(f"MTCNN onnxruntime engine supports device 'cpu' or 'cuda', got {device!r}")
         providers = ["CPUExecutionProvider"] if device == "cpu" else None
-        return cls(name, create_engine("onnxruntime", model_path=model_path, providers=providers, threads=threads))
+        # Every pyramid level and batch of crops is a new input shape: no per-shape memory plans (see the engine).
+        return cls(name, create_engine("onnxruntime", model_path=model_path, providers=providers, threads=threads,
+                                       memory_pattern=False))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         return in_chunks(self._run, x)

@@ -244,3 +244,11 @@ def test_both_backends_run_through_the_engine_registry(onnx_dir):
             assert fixed == [[d if isinstance(d, int) else None for d in s.shape] for s in theirs], name
     with pytest.raises(EngineError, match="must have size 24 on axis 2"):
         NetEngine.torch("rnet")(np.zeros((1, 3, 48, 48), np.float32))
+
+
+def test_mtcnn_sessions_keep_no_per_shape_memory_plans(onnx_dir):
+    """Every pyramid level and batch of crops is a new shape: ORT's memory patterns would be planned and kept
+    per shape (566 vs 374 MB RSS over 1,500 crops of random sizes), so the nets run without them."""
+    detector = MTCNN(engine="onnxruntime", model_dir=onnx_dir)
+    for net in (detector.pnet, detector.rnet, detector.onet):
+        assert net.engine._session.get_session_options().enable_mem_pattern is False
