@@ -303,11 +303,6 @@ def motion_gate(cfg: AppConfig, camera: str) -> MotionGate | None:
     return MotionGate(**settings.motion.model_dump(exclude={"enabled"}), masks=settings.masks)
 
 
-def motion_gates(cfg: AppConfig, cameras: Sequence[str]) -> dict[str, MotionGate]:
-    """camera -> its motion gate, for the cameras of `cameras` that have motion gating on."""
-    return {camera: gate for camera in cameras if (gate := motion_gate(cfg, camera)) is not None}
-
-
 def camera_detectors(cfg: AppConfig, detector: MTCNN | DetectorProcess,
                      cameras: list[str]) -> dict[str, CameraDetector]:
     """The cameras whose `min_face_size` or `detect_max_side` differ from the run's: each gets `detector`'s nets

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from pipeline.app.config import AppConfig
+from pipeline.app.config import AppConfig, CameraConfig
 from pipeline.app.services import (
     camera_detectors,
     detect_settings,
@@ -15,7 +17,7 @@ from pipeline.app.services import (
     identity_voter,
     make_detector,
     make_embedder,
-    motion_gates,
+    motion_gate,
     open_live_gallery,
     self_enrolment,
     track_stage_settings,
@@ -25,6 +27,7 @@ from pipeline.app.services import (
     verifier,
     video_face_judge,
 )
+from pipeline.core.settings import validate
 from pipeline.events import EventBus, JsonlSink, RedisStreamSink, events_key
 from pipeline.recognise.embedder import DEFAULT_MODEL
 from pipeline.redis.connect import connect
@@ -56,6 +59,7 @@ class RunOptions:
     max_frames: int | None = None
     metrics_port: int | None = None
     tracks: Path | None = None  # one JSON line per processed frame and camera: the boxes drawn (track_log.py)
+    keep_open: bool = False  # a worker's run: cameras come and go (add_camera / remove_camera), none at the start
 
 
 class Session:
@@ -89,7 +93,7 @@ class Session:
         if unmatched := unmatched_cameras(cfg, [c for c, _ in opts.sources]):
             log.warning("config sections cameras.%s match no source of this run (sources: %s)",
                         ", cameras.".join(unmatched), ", ".join(c for c, _ in opts.sources))
-        self.group = SourceGroup(frame_sources(cfg, opts.sources))
+        self.group = SourceGroup(frame_sources(cfg, opts.sources), keep_open=opts.keep_open)
         if self.output.path is not None and not run.video_fps:
             self.output.fps = _source_fps(opts.sources)
         self.tracks = TrackLog(opts.tracks) if opts.tracks is not None else None
@@ -98,11 +102,11 @@ class Session:
         # Region-of-interest detection (run.region_detection): the tracker publishes where its tracks are, and the
         # cameras with motion gating on add where motion appeared.
         regions = TrackRegions() if run.region_detection else None
-        gates = motion_gates(cfg, [c for c, _ in opts.sources]) if regions is not None else {}
         min_face = run.min_face_size or cfg.detector.min_face_size
         detect = DetectStage(self.detector, run.detect_every, self.metrics, full_scan_every=run.full_scan_every if regions else 0,
                              roi_margin=run.roi_margin, regions=regions, scene_cut=cfg.tracker.scene_cut,
-                             min_region=2 * min_face, face_px=2 * min_face, motion_gates=gates.get if gates else None,
+                             min_region=2 * min_face, face_px=2 * min_face,
+                             motion_gates=partial(motion_gate, cfg) if regions is not None else None,
                              masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources},
                              cameras=camera_detectors(cfg, self.detector, [c for c, _ in opts.sources]))
         self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
@@ -113,12 +117,51 @@ class Session:
                                         weak_every=cfg.evidence.every, weak_eager_frames=cfg.evidence.eager_frames, unknowns=self.unknowns,
                                         self_enrol=self.self_enrol, regions=regions,
                                         **track_stage_settings(cfg))
+        self._closing: dict[str, threading.Event] = {}  # cameras being removed -> set once their tracks ended
+        self.recognise.on_closed = self._camera_closed
         self.snapshots = self._snapshots()
         self.runner = Runner(self.group, detect, self.recognise, self.output, self.metrics, run.stage_queue,
                              run.batch_wait_s, opts.max_frames, tracks=self.tracks, snapshots=self.snapshots)
         if opts.metrics_port is not None:
             server = MetricsServer(self.metrics, opts.metrics_port, run.metrics_host, extra=self._source_gauges)
             self._closers.append(server.close)
+
+    # -- a worker's cameras ------------------------------------------------------------------------------------
+    def add_camera(self, camera: str, url: str, settings: dict | None = None) -> None:
+        """Start reading `camera` in this running session with its `cameras.<name>` settings (a registry's
+        JSON, validated here: ConfigError names a bad one). SourceError if it cannot be opened."""
+        own = validate(CameraConfig, settings or {}, f"the settings of camera {camera}")
+        self.cfg.cameras[camera] = own  # what every per-camera lookup reads, before its first frame arrives
+        detect = self.runner.detect
+        detect.cameras.update(camera_detectors(self.cfg, self.detector, [camera]))
+        if masks := detect_settings(self.cfg, camera)["masks"]:
+            detect.masks[camera] = masks
+        try:
+            (source,) = frame_sources(self.cfg, [(camera, url)])
+            self.group.add(source)
+        except BaseException:
+            self._forget_camera(camera)
+            raise
+
+    def remove_camera(self, camera: str, wait_s: float = 5.0) -> bool:
+        """Stop reading `camera`; returns once its tracks ended and their events went out (or after `wait_s`),
+        so the caller may release its lease. False if the session had no such camera."""
+        done = self._closing.setdefault(camera, threading.Event())
+        if not self.group.remove(camera):
+            self._closing.pop(camera, None)
+            return False
+        if not done.wait(wait_s):
+            log.warning("camera %s: its tracks did not end within %.1f s of closing it", camera, wait_s)
+        self._forget_camera(camera)
+        return True
+
+    def _camera_closed(self, camera: str) -> None:  # the recognise thread, after the camera's track_ended events
+        self._closing.pop(camera, threading.Event()).set()
+
+    def _forget_camera(self, camera: str) -> None:
+        self.cfg.cameras.pop(camera, None)
+        self.runner.detect.cameras.pop(camera, None)
+        self.runner.detect.masks.pop(camera, None)
 
     def _snapshots(self) -> SnapshotPublisher | None:
         """The console's live frames and camera health (console.snapshots), published on their own thread."""

@@ -44,6 +44,11 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *, model
     for item in overrides:
         _apply_override(data, item)
         source += f" + {item}"
+    return validate(model, data, source)
+
+
+def validate(model: type[M], data: Any, source: str) -> M:
+    """`data` as `model`; ConfigError naming each bad key of `source` (a file, a camera's stored settings)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -301,10 +301,13 @@ class RecogniseStage:
                                  self_enrol)
         self.arbiter = IdentityArbiter()
         self.labels = LabelStage()
+        self.on_closed: Callable[[str], None] | None = None  # told each closed camera once its tracks ended
 
     def process(self, batch: Detected) -> list[Annotated]:
         for camera in batch.closed:
             self.events.close(self.tracking.end_camera(camera))
+            if self.on_closed is not None:
+                self.on_closed(camera)
         # Judging (align + gates) is timed with tracking: the "track" figure has always included it.
         with self.metrics.time("track", items=len(batch.frames)):
             tracked = self.tracking.update(batch.frames, batch.faces)

@@ -92,7 +92,7 @@ class TrackStage:
         if tracker is None:
             return []
         return [(track, frame.index if frame else track.last_frame, frame.timestamp if frame else 0.0)
-                for track in tracker.end_all()]
+                for track in tracker.end_stream()]
 
     def confirm_identity(self, track: Track, identity: str | None, similarity: float) -> None:
         self.trackers[track.camera].confirm_identity(track, identity, similarity)

@@ -254,6 +254,12 @@ class IouTracker:
         self._motion.clear()
         return ended
 
+    def end_stream(self) -> list[Track]:
+        """The camera's source was closed: end every track and forget the frame clock (a source opened again
+        counts its frames from 0); track ids go on, never reused."""
+        self._last_frame = None
+        return self.end_all()
+
     # -- internals ---------------------------------------------------------------------------------
     def _check_frame(self, frame_index: int) -> None:
         if self._last_frame is not None and frame_index < self._last_frame:

@@ -15,7 +15,6 @@ from pipeline.app.services import (
     detect_settings,
     frame_sources,
     motion_gate,
-    motion_gates,
     unmatched_cameras,
 )
 from pipeline.core.errors import ConfigError
@@ -125,7 +124,6 @@ cameras:
     assert isinstance(gate, MotionGate)
     assert (gate.sensitivity, gate.min_area, gate.width, gate.alpha) == (9, 0.01, 120, 0.05)
     assert len(gate.masks) == 1 and gate.masks[0].tolist() == TRIANGLE
-    assert list(motion_gates(cfg, ["hall", "door"])) == ["door"]
 
 
 def test_detect_settings_fall_back_to_run_and_detector(tmp_path):
