@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# GPU check for the torch-cuda engine, run on a lent H200 with the machine's own python and torch (our venv is
-# not there, and the machine reaches no package index, so nothing is installed).
+# GPU check for every NVIDIA path, run on a lent H200 with the machine's own python and packages (our venv is
+# not there, and the machine reaches no package index, so nothing is installed). Each path prints one JSON line:
+#     {"path": "torch-cuda-fp16-graphs", "status": "ok", "faces_per_s": {"1": .., "16": .., "64": .., "256": ..},
+#      "p50_ms": {...}, "parity_vs_ort_cpu": {"max_abs_diff": .., "min_cosine": ..}}
+# or {"path": ..., "status": "skipped", "reason": "..."} for what the machine lacks (no CUDA, a wheel that does not
+# import, a provider missing from the onnxruntime build or failing to load), or "status": "error" when a path that
+# should run fails. Paths: torch-cuda FP16 with and without CUDA graphs, ORT CUDA EP, ORT TensorRT EP (FP16),
+# TensorRT + pycuda (fp32, and fp16 on TensorRT 10), all against ORT CPU on the same 64 faces.
 #
 # Decision: weights travel as a .pt state dict made here, because the GPU box may lack the `onnx` package:
 #     .venv/bin/python -c "from engines.torch_cuda_engine import export_state_dict as e; \
@@ -10,56 +16,163 @@
 # random faces otherwise; the whole crop cache is ~680 MB, over the carry limit, so 256 real crops travel in
 # state/gpu_crops.npy: make it with
 #     .venv/bin/python -c "import numpy as np; np.save('state/gpu_crops.npy', np.load('state/crops/lfw150/crops.npy', mmap_mode='r')[:256])"
-# ). ORT-CPU is timed only if onnxruntime imports there. Output: $OUT/gpu_check.json (also printed).
+# ). Without `onnx` the TensorRT path cannot build a plan (engines.build reads the ONNX's precision with it) and
+# says so. PYTHON picks the interpreter (python3 there; `PYTHON=.venv/bin/python bash gpu_check.sh` here, where
+# every GPU path reports skipped). GPU_CHECK_MIN_S: seconds timed per batch size (default 1).
+# Output: $OUT/gpu_check.jsonl (also printed), $OUT/stderr.log, $OUT/nvidia-smi.csv.
 set -euo pipefail
 OUT="${OUT:-out/gpu_check}"
+PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
-PYTHONPATH=. timeout 540 python3 - "$OUT" <<'PY' 2> "$OUT/stderr.log" | tee "$OUT/gpu_check.json"
-import json, sys, time
+PYTHONPATH=. timeout 540 "$PYTHON" - "$OUT" <<'PY' 2> "$OUT/stderr.log" | tee "$OUT/gpu_check.jsonl"
+import importlib, importlib.util, json, os, sys, tempfile, time, traceback
 from pathlib import Path
-import numpy as np, torch
-from engines.torch_cuda_engine import TorchCudaEngine, read_card
-from trainer.models import create_model  # the architectures: engines/ never imports the trainer itself
+import numpy as np
 
-out, card_path = Path(sys.argv[1]), Path("models/facestream-default.json")
-card, onnx = read_card(card_path), Path("models/facestream-default.onnx")
+out = Path(sys.argv[1])
+card_path, onnx = Path("models/facestream-default.json"), Path("models/facestream-default.onnx")
+card = json.loads(card_path.read_text())
 weights = Path("state/models/facestream-default.pt")
 crops_file = Path("state/gpu_crops.npy")
+BATCHES, MIN_S = (1, 16, 64, 256), float(os.environ.get("GPU_CHECK_MIN_S", "1"))
 crops = np.load(crops_file) if crops_file.is_file() else np.random.default_rng(0).uniform(0, 255, (256, 150, 150, 3))
 x = ((crops.astype(np.float32) - np.float32(card["mean"])) / np.float32(card["std"])).transpose(0, 3, 1, 2)
 x = np.ascontiguousarray(np.resize(x, (256, *x.shape[1:])))
-report = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
-          "faces": str(crops_file) if crops_file.is_file() else "random", "engines": {}}
+trt_cache = Path(tempfile.gettempdir()) / "facestream-gpu-check"  # plans are GPU-local; nothing comes back
 
-def timed(engine, name, min_s=2.0):
-    rows = {}
-    for b in (1, 16, 64, 256):
+def emit(row):
+    print(json.dumps(row), flush=True)
+
+def version(module):
+    try:
+        return getattr(importlib.import_module(module), "__version__", "?")
+    except Exception as exc:  # a wheel that is absent or broken: report, never stop
+        return f"absent ({type(exc).__name__}: {exc})"
+
+def timed(engine):
+    name, rows = engine.inputs[0].name, {}
+    for b in BATCHES:
         feeds = {name: x[:b]}
         engine.run(feeds); engine.run(feeds)
         times, start = [], time.perf_counter()
-        while len(times) < 5 or time.perf_counter() - start < min_s:
+        while len(times) < 5 or time.perf_counter() - start < MIN_S:
             t0 = time.perf_counter(); engine.run(feeds); times.append(time.perf_counter() - t0)
-        p50 = float(np.median(times))
-        rows[str(b)] = {"faces_per_s": round(b / p50, 1), "p50_ms": round(p50 * 1000, 3), "runs": len(times)}
-    return rows
+        rows[b] = float(np.median(times))
+    return {"faces_per_s": {str(b): round(b / t, 1) for b, t in rows.items()},
+            "p50_ms": {str(b): round(t * 1000, 3) for b, t in rows.items()}}
 
-outputs = {}
-for label, opts in {"torch-cuda-fp16-graphs": {"cuda_graphs": True}, "torch-cuda-fp16-eager": {"cuda_graphs": False}}.items():
-    try:
-        eng = TorchCudaEngine(onnx, create_model, weights=weights if weights.is_file() else None, **opts)
-        report["engines"][label] = timed(eng, eng.inputs[0].name)
-        outputs[label] = eng.run({eng.inputs[0].name: x[:64]})[eng.outputs[0].name]
-    except Exception as exc:
-        report["engines"][label] = {"error": repr(exc)}
+def parity(got, ref):
+    if ref is None:
+        return {"skipped": "no ORT CPU reference (onnxruntime does not import here)"}
+    got, ref = got.astype(np.float64), ref.astype(np.float64)
+    cos = np.sum(got * ref, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min())}
+
+env = {"path": "environment", "python": sys.version.split()[0], "numpy": np.__version__,
+       "faces": str(crops_file) if crops_file.is_file() else "random", "batches": list(BATCHES)}
+for module in ("torch", "onnxruntime", "onnx", "tensorrt", "pycuda"):
+    env[module] = version(module)
 try:
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
-    ort_cpu = OnnxRuntimeEngine(onnx, providers=["CPUExecutionProvider"])
-    report["engines"]["onnxruntime-cpu"] = timed(ort_cpu, "image", min_s=1.0)
-    ref = ort_cpu.run({"image": x[:64]})["embedding"]
-    report["parity_vs_ort_cpu"] = {k: {"min_cosine": float(np.min(np.sum(v * ref, 1) / np.linalg.norm(v, axis=1))),
-                                       "max_abs_diff": float(np.abs(v - ref).max())} for k, v in outputs.items()}
+    import torch
+    env["cuda"], env["gpu"] = torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 except Exception as exc:
-    report["engines"]["onnxruntime-cpu"] = {"error": repr(exc)}
-print(json.dumps(report, indent=2))
+    env["cuda"] = f"torch absent ({exc})"
+try:
+    import onnxruntime as ort
+    env["ort_providers"] = ort.get_available_providers()
+except Exception:
+    ort = None
+emit(env)
+
+ref = None
+def run_path(label, make, why_not=None):
+    """One JSON line for one path: skipped (why_not(), or an EngineError while building), ok, or error."""
+    global ref
+    reason = why_not() if why_not else None
+    if reason:
+        return emit({"path": label, "status": "skipped", "reason": reason})
+    from pipeline.core.errors import EngineError
+    try:
+        engine = make()
+    except (EngineError, ImportError) as exc:  # what this machine lacks: libraries, providers, packages
+        return emit({"path": label, "status": "skipped", "reason": f"{type(exc).__name__}: {exc}"})
+    try:
+        row = {"path": label, "status": "ok", **timed(engine)}
+        got = engine.run({engine.inputs[0].name: x[:64]})[engine.outputs[0].name]
+        if label == "onnxruntime-cpu":
+            ref = got
+        else:
+            row["parity_vs_ort_cpu"] = parity(got, ref)
+        row["providers"] = getattr(engine, "providers", None)
+        emit(row)
+    except Exception as exc:
+        emit({"path": label, "status": "error", "error": repr(exc), "trace": traceback.format_exc(limit=3)})
+    finally:
+        try:
+            engine.close()
+        except Exception as exc:
+            emit({"path": label, "status": "error", "error": f"close: {exc!r}"})
+
+def no_ort():
+    return None if ort is not None else "onnxruntime does not import here"
+
+def no_provider(provider):
+    def why():
+        if ort is None:
+            return "onnxruntime does not import here"
+        if provider not in ort.get_available_providers():
+            return f"{provider} is not in this onnxruntime build ({ort.get_available_providers()}); needs onnxruntime-gpu"
+        return None
+    return why
+
+def no_cuda():
+    try:
+        import torch
+    except ImportError as exc:
+        return f"torch does not import: {exc}"
+    return None if torch.cuda.is_available() else "torch.cuda.is_available() is False (no NVIDIA GPU or driver)"
+
+def no_weights():
+    if weights.is_file() or version("onnx")[0].isdigit():
+        return no_cuda()
+    return f"neither {weights} (carry it) nor the onnx package to read the weights from the ONNX"
+
+def no_trt(precision):
+    def why():
+        for module in ("tensorrt", "pycuda"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed here (the TensorRT path needs tensorrt and pycuda)"
+        if not version("onnx")[0].isdigit():
+            return "the onnx package is missing: engines.build reads the ONNX's precision with it to build a plan"
+        if precision == "fp16":
+            from engines.build import legacy_precision_api
+            if not legacy_precision_api(version("tensorrt")):
+                return "TensorRT 11 builds fp16 only from an fp16 ONNX (trainer/precision.py makes one); not shipped"
+        return None
+    return why
+
+def torch_cuda(graphs):
+    from engines.torch_cuda_engine import TorchCudaEngine
+    from trainer.models import create_model  # the architectures: engines/ never imports the trainer itself
+    return TorchCudaEngine(onnx, create_model, weights=weights if weights.is_file() else None, cuda_graphs=graphs)
+
+def ort_engine(kind):
+    if kind == "cpu":
+        from engines.onnxruntime_engine import OnnxRuntimeEngine
+        return OnnxRuntimeEngine(onnx, providers=["CPUExecutionProvider"])
+    from engines.ort_gpu import OrtCudaEngine, OrtTensorRTEngine
+    return OrtCudaEngine(onnx) if kind == "cuda" else OrtTensorRTEngine(onnx, cache_dir=trt_cache / "ort", max_batch=256)
+
+def tensorrt(precision):
+    from engines.tensorrt_engine import TensorRTEngine
+    return TensorRTEngine(onnx, max_batch=256, precision=precision, cache_dir=trt_cache / "trt")
+
+run_path("onnxruntime-cpu", lambda: ort_engine("cpu"), no_ort)
+run_path("torch-cuda-fp16-graphs", lambda: torch_cuda(True), no_weights)
+run_path("torch-cuda-fp16-eager", lambda: torch_cuda(False), no_weights)
+run_path("onnxruntime-cuda", lambda: ort_engine("cuda"), no_provider("CUDAExecutionProvider"))
+run_path("onnxruntime-tensorrt-fp16", lambda: ort_engine("tensorrt"), no_provider("TensorrtExecutionProvider"))
+run_path("tensorrt-fp32", lambda: tensorrt("fp32"), no_trt("fp32"))
+run_path("tensorrt-fp16", lambda: tensorrt("fp16"), no_trt("fp16"))
 PY

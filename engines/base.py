@@ -106,7 +106,14 @@ def _check_array(spec: TensorSpec, array: np.ndarray) -> None:
     if not isinstance(array, np.ndarray):
         raise EngineError(f"input {spec.name!r} must be a numpy array, got {type(array).__name__}")
     if array.dtype != spec.dtype:
-        raise EngineError(f"input {spec.name!r} must have dtype {spec.dtype}, got {array.dtype} ({spec.describe()})")
+        hint = ""
+        if {array.dtype, spec.dtype} == {np.dtype(np.float32), np.dtype(np.float16)}:
+            # An FP16 ONNX converted without keep_io_types takes float16 crops; casting is the caller's call.
+            hint = (f"; this model's I/O is {spec.dtype} (an FP16-I/O export?): cast with .astype(np.{spec.dtype}) "
+                    "or re-export with keep_io_types=True")
+        raise EngineError(
+            f"input {spec.name!r} must have dtype {spec.dtype}, got {array.dtype} ({spec.describe()}){hint}"
+        )
     if array.ndim != spec.rank:
         raise EngineError(
             f"input {spec.name!r} must have rank {spec.rank}, got shape {array.shape} ({spec.describe()})"

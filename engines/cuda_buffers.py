@@ -77,6 +77,25 @@ def device_compute_capability(device: int = 0) -> tuple[int, int]:
     )
 
 
+def device_name(device: int = 0) -> str:
+    """The GPU's product name, e.g. "NVIDIA H200": part of the plan key, since sm_90 alone is H100 and H200."""
+    cuda = import_pycuda()
+    return str(check(lambda: cuda.Device(device).name(), "cuDeviceGetName"))
+
+
+def release_primary_context(cuda, context) -> None:
+    """Release a context from `Device.retain_primary_context()` and leave this thread's context stack clean.
+
+    pycuda's `detach()` pushes the context when it is not current and may leave it pushed after releasing it,
+    so whatever is still current afterwards and has our handle is popped explicitly.
+    """
+    handle = int(context.handle)
+    check(context.detach, "release primary CUDA context")
+    current = check(cuda.Context.get_current, "cuCtxGetCurrent")
+    if current is not None and int(current.handle) == handle:
+        check(cuda.Context.pop, "cuCtxPopCurrent after release")
+
+
 class HostDeviceBuffer:
     """A pinned host array and a device allocation of the same size, for one tensor at its largest shape.
 

@@ -46,3 +46,24 @@ def onnx_float_dtype(specs: Sequence[TensorSpec]) -> np.dtype:
 
 def onnx_has_qdq(model: onnx.ModelProto) -> bool:
     return any(node.op_type in QDQ_OPS for node in model.graph.node)
+
+
+def onnx_compute_dtype(model: onnx.ModelProto) -> np.dtype:
+    """The float type the graph computes in: fp16 when inputs, initializers or Casts carry FLOAT16, else fp32.
+
+    An FP16 ONNX made with `keep_io_types=True` (trainer/precision.py) has float32 inputs and FLOAT16 weights
+    behind Casts, so the inputs alone would call it fp32; a strongly typed TensorRT network would still run fp16.
+    """
+    half = onnx.TensorProto.FLOAT16
+    inputs = onnx_float_dtype(onnx_input_specs(model))
+    if inputs == np.float16:
+        return inputs
+    graph = model.graph
+    if any(init.data_type == half for init in graph.initializer):
+        return np.dtype(np.float16)
+    for node in graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute):
+            return np.dtype(np.float16)
+        if node.op_type == "Constant" and any(a.t.data_type == half for a in node.attribute if a.HasField("t")):
+            return np.dtype(np.float16)
+    return np.dtype(np.float32)

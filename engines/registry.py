@@ -4,7 +4,7 @@ Built-in engines live in their own modules and are imported only when asked for,
 pulls in torch, onnxruntime, tensorrt or pycuda, and a machine missing one backend can still use the
 others. A registered engine class may define `is_available() -> bool` (a classmethod) to say whether its
 backend works on this machine; `available_engines()` reports the names that import and say yes.
-`engine: auto` is not a registered name: `engines.selection.choose_engine` resolves it to one of these.
+`engine: auto` is not a registered name: `engines.selection.create_preferred` builds the first of these that starts.
 """
 
 from __future__ import annotations

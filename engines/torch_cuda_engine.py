@@ -12,15 +12,19 @@ so engines/ never imports the trainer.
 Machines without the `onnx` package (a bare GPU box) load a `.pt` made by `export_state_dict` instead; it
 records the ONNX fingerprint it came from, and a mismatch with the card is refused.
 
-With `cuda_graphs`, each batch bucket (1, 16, 64, 256 by default) is captured once on first use; a batch is
-padded up to the nearest bucket (larger ones are split into top-bucket chunks), which removes the per-kernel
-launch cost that dominates small batches on a fast GPU.
+With `cuda_graphs`, every batch bucket (1, 16, 64, 256 by default) is captured when the engine is built, all
+into one shared memory pool, with `capture_error_mode="thread_local"`: capturing later, in the recognise
+thread, in the default "global" mode would fail (or poison the capture) whenever the detector thread touched
+CUDA at the same moment. A batch is padded up to the nearest bucket (larger ones are split into top-bucket
+chunks), which removes the per-kernel launch cost that dominates small batches on a fast GPU. The static
+buffers are shared, so `run` holds a lock.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -134,6 +138,36 @@ def export_state_dict(card_path: str | Path, out: str | Path, create_model: Crea
     return out
 
 
+Graphs = dict[int, tuple[object, torch.Tensor, torch.Tensor]]  # bucket -> (CUDAGraph, static in, static out)
+
+
+def capture_graphs(module: torch.nn.Module, buckets: Sequence[int], sample_shape: tuple[int, ...],
+                   device: torch.device, dtype: torch.dtype, cuda=torch.cuda) -> Graphs:
+    """Capture one CUDA graph per bucket, now, into one memory pool (`cuda` is `torch.cuda`; tests pass a fake).
+
+    Warm-up runs on a side stream first, as torch.cuda.graphs requires (cuDNN picks its algorithms there).
+    """
+    # One pool for all buckets: replays never overlap (the engine's lock) and each output is cloned right after
+    # its own replay, so another bucket later reusing that memory is harmless.
+    pool = cuda.graph_pool_handle()
+    graphs: Graphs = {}
+    with torch.inference_mode():
+        for bucket in sorted(buckets, reverse=True):  # largest first, so the smaller captures reuse its blocks
+            static_in = torch.zeros((bucket, *sample_shape), device=device, dtype=dtype)
+            stream = cuda.Stream()
+            stream.wait_stream(cuda.current_stream())
+            with cuda.stream(stream):
+                for _ in range(2):
+                    module(static_in)
+            cuda.current_stream().wait_stream(stream)
+            graph = cuda.CUDAGraph()
+            with cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+                static_out = module(static_in)
+            graphs[bucket] = (graph, static_in, static_out)
+            log.debug("captured a CUDA graph for batch %d", bucket)
+    return graphs
+
+
 @register_engine("torch-cuda")
 class TorchCudaEngine(ClosingEngine):
     """The card's torch module on CUDA (FP16 by default), same interface as the ONNX Runtime engine.
@@ -176,7 +210,12 @@ class TorchCudaEngine(ClosingEngine):
         self.outputs = [TensorSpec(output_name, ("batch", card["embedding_dim"]), np.float32)]
         require_dynamic_batch(self.inputs, str(self.model_path))
         self.buckets = tuple(sorted(set(batch_buckets))) if cuda_graphs else ()
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+        try:
+            self._graphs: Graphs = capture_graphs(self._module, self.buckets, self.inputs[0].shape[1:],
+                                                  self.device, self.dtype) if self.buckets else {}
+        except RuntimeError as exc:  # capture refused (an op that syncs), or out of memory
+            raise EngineError(f"torch-cuda could not capture CUDA graphs for {self.buckets}: {exc}") from exc
         log.info("loaded %s (%s) on %s, %s, cuda graphs for %s", self.model_path, card["architecture"],
                  self.device, self.dtype, self.buckets or "no batch")
 
@@ -194,12 +233,15 @@ class TorchCudaEngine(ClosingEngine):
         if self.device.type == "cuda":
             x = x.pin_memory()
         x = x.to(self.device, self.dtype, non_blocking=True)
-        try:
-            with torch.inference_mode():
-                y = self._forward_graphs(x) if self.buckets else self._module(x)
-        except RuntimeError as exc:  # CUDA OOM, a shape the module cannot take
-            raise EngineError(f"torch-cuda failed running {self.model_path}: {exc}") from exc
-        return {self.outputs[0].name: y.float().cpu().numpy()}
+        with self._lock:  # the graphs' static buffers are shared by every caller
+            if self._module is None:  # closed by another thread while this call waited
+                raise EngineError(f"engine for {self.model_path} is closed")
+            try:
+                with torch.inference_mode():
+                    y = self._forward_graphs(x) if self.buckets else self._module(x)
+                    return {self.outputs[0].name: y.float().cpu().numpy()}
+            except RuntimeError as exc:  # CUDA OOM, a shape the module cannot take
+                raise EngineError(f"torch-cuda failed running {self.model_path}: {exc}") from exc
 
     def _forward_graphs(self, x: torch.Tensor) -> torch.Tensor:
         """Replay the captured graph of the smallest bucket holding the batch; split batches over the largest."""
@@ -208,33 +250,17 @@ class TorchCudaEngine(ClosingEngine):
         for start in range(0, len(x), top):
             chunk = x[start:start + top]
             bucket = next(b for b in self.buckets if b >= len(chunk))
-            graph, static_in, static_out = self._graph(bucket)
+            graph, static_in, static_out = self._graphs[bucket]
             static_in[: len(chunk)].copy_(chunk)
             static_in[len(chunk):].zero_()
             graph.replay()
             parts.append(static_out[: len(chunk)].clone())
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def _graph(self, bucket: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        if bucket not in self._graphs:
-            static_in = torch.zeros((bucket, *self.inputs[0].shape[1:]), device=self.device, dtype=self.dtype)
-            # Warm-up on a side stream, as torch.cuda.graphs requires before capture (cuDNN picks its algorithms).
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._module(static_in)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self._module(static_in)
-            self._graphs[bucket] = (graph, static_in, static_out)
-            log.debug("captured a CUDA graph for batch %d", bucket)
-        return self._graphs[bucket]
-
     def close(self) -> None:
-        self._graphs.clear()
-        self._module = None
+        with self._lock:
+            self._graphs = {}
+            self._module = None
 
 
     def __repr__(self) -> str:

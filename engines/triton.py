@@ -108,11 +108,12 @@ def export_repository(card_path: str | Path, repo: str | Path, plan: str | Path 
         plan = Path(plan)
         if not plan.is_file():
             raise ConfigError(f"TensorRT plan not found: {plan}")
+        check_plan_batch(plan, max_batch)
         platform, target = "tensorrt_plan", version / "model.plan"
         shutil.copyfile(plan, target)
     else:
         platform, target = "onnxruntime_onnx", version / "model.onnx"
-        shutil.copyfile(model_file, target)
+        copy_onnx(model_file, target)
     config = TritonConfig(name, platform, max_batch, inputs, outputs, preferred_batches(max_batch),
                           instance_kind=instance_kind)
     (folder / "config.pbtxt").write_text(config.render(), encoding="utf-8")
@@ -120,6 +121,60 @@ def export_repository(card_path: str | Path, repo: str | Path, plan: str | Path 
     shutil.copyfile(card_path, folder / "model_card.json")
     log.info("wrote Triton model %s (%s) to %s", name, platform, folder)
     return folder
+
+
+def copy_onnx(source: Path, target: Path) -> None:
+    """Copy an ONNX and every external-data file it names (paths relative to the ONNX, as the format says)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(source), load_external_data=False)
+    locations = {ExternalDataInfo(t).location for t in _all_tensors(model.graph) if uses_external_data(t)}
+    shutil.copyfile(source, target)
+    for location in sorted(locations):
+        relative = Path(location)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ConfigError(f"{source}: external data location {location!r} must stay beside the model")
+        if not (source.parent / relative).is_file():
+            raise ConfigError(f"{source}: external data file {location!r} is missing")
+        (target.parent / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.parent / relative, target.parent / relative)
+
+
+def _all_tensors(graph):
+    """Initializers and Constant-node tensors of `graph` and of its subgraphs (If/Loop bodies)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _all_tensors(sub)
+
+
+def check_plan_batch(plan: Path, max_batch: int) -> None:
+    """Refuse a plan whose optimisation profile stops below `max_batch`: Triton would send batches it cannot run.
+
+    Needs TensorRT (on the GPU box that built the plan); without it the check is skipped with a warning.
+    """
+    from engines.build import import_tensorrt, trt_logger
+
+    try:
+        trt = import_tensorrt()
+    except EngineError as exc:
+        log.warning("cannot check %s against max_batch_size %d: %s", plan, max_batch, exc)
+        return
+    engine = trt.Runtime(trt_logger(trt)).deserialize_cuda_engine(plan.read_bytes())
+    if engine is None:
+        raise ConfigError(f"TensorRT {trt.__version__} could not deserialize {plan}")
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    plan_max = min(int(engine.get_tensor_profile_shape(n, 0)[2][0]) for n in inputs)
+    if plan_max < max_batch:
+        raise ConfigError(f"{plan} takes batches up to {plan_max} (its profile), below max_batch_size {max_batch}; "
+                          f"rebuild it with --max-batch {max_batch} or export with --max-batch {plan_max}")
 
 
 def _onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -145,19 +200,19 @@ def _onnx_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def parse_config(text: str) -> dict[str, Any]:
     """Read back the subset of `config.pbtxt` that `TritonConfig.render` writes (for tests and checks)."""
     def scalar(key: str) -> str:
-        match = re.search(rf"^{key}:\s*(\S+)", text, re.M)
+        match = re.search(rf"^{key}:\s*(\S+)", text, re.MULTILINE)
         if match is None:
             raise ConfigError(f"config.pbtxt has no {key}")
         return match.group(1).strip('"')
 
     def tensors(section: str) -> list[dict[str, Any]]:
-        body = re.search(rf"^{section} \[(.*?)^\]", text, re.M | re.S)
+        body = re.search(rf"^{section} \[(.*?)^\]", text, re.MULTILINE | re.DOTALL)
         if body is None:
             return []
         return [{"name": n, "data_type": t, "dims": [int(d) for d in dims.replace(",", " ").split()]}
                 for n, t, dims in re.findall(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[([^\]]*)\]', body.group(1))]
 
-    batching = re.search(r"dynamic_batching \{(.*?)\}", text, re.S)
+    batching = re.search(r"dynamic_batching \{(.*?)\}", text, re.DOTALL)
     preferred = re.search(r"preferred_batch_size: \[([^\]]*)\]", batching.group(1)) if batching else None
     delay = re.search(r"max_queue_delay_microseconds: (\d+)", batching.group(1)) if batching else None
     instance = re.search(r"count: (\d+) kind: (\w+)", text)
@@ -181,18 +236,26 @@ class TritonEngine(ClosingEngine):
         client_module = _tritonclient()
         self.url, self.model_name, self.model_version = url, model_name, model_version
         self._http = client_module
+        self._client = None
+        host, ssl = split_url(url)
         try:
-            self._client = client_module.InferenceServerClient(url=url, connection_timeout=timeout_s,
+            self._client = client_module.InferenceServerClient(url=host, ssl=ssl, connection_timeout=timeout_s,
                                                                network_timeout=timeout_s)
             if not self._client.is_model_ready(model_name, model_version):
                 raise EngineError(f"Triton at {url} has no ready model {model_name!r}")
             metadata = self._client.get_model_metadata(model_name, model_version)
+            config = self._client.get_model_config(model_name, model_version)
         except EngineError:
             raise
         except Exception as exc:  # connection refused, HTTP errors, InferenceServerException
             raise EngineError(f"cannot reach Triton model {model_name!r} at {url}: {exc}") from exc
         self.inputs = [_spec_from_metadata(t) for t in metadata["inputs"]]
         self.outputs = [_spec_from_metadata(t) for t in metadata["outputs"]]
+        # Triton refuses a request above max_batch_size rather than splitting it; 0 means the model does its
+        # own batching (one request, whatever its size).
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+        if self.max_batch_size < 0:
+            raise EngineError(f"Triton model {model_name!r} reports max_batch_size {self.max_batch_size}")
 
     @classmethod
     def is_available(cls) -> bool:
@@ -205,8 +268,17 @@ class TritonEngine(ClosingEngine):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._client is None:
             raise EngineError(f"engine for Triton model {self.model_name} is closed")
-        if validate_feeds(self.inputs, feeds) == 0:
+        batch = validate_feeds(self.inputs, feeds)
+        if batch == 0:
             return empty_outputs(self.outputs)
+        step = self.max_batch_size or batch
+        chunks = [self._infer({name: array[start:start + step] for name, array in feeds.items()})
+                  for start in range(0, batch, step)]
+        if len(chunks) == 1:
+            return chunks[0]
+        return {spec.name: np.concatenate([c[spec.name] for c in chunks]) for spec in self.outputs}
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         requests = []
         for spec in self.inputs:
             array = feeds[spec.name]
@@ -227,9 +299,21 @@ class TritonEngine(ClosingEngine):
 
 
 
+def split_url(url: str) -> tuple[str, bool]:
+    """`http://host:8000` -> ("host:8000", False), `https://...` -> (..., True): tritonclient wants no scheme."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url, False
+    if scheme.lower() not in ("http", "https"):
+        raise EngineError(f"Triton URL {url!r}: the triton engine speaks HTTP; use host:port, http:// or https://")
+    if not rest or "/" in rest.rstrip("/"):
+        raise EngineError(f"Triton URL {url!r} must be host:port, without a path")
+    return rest.rstrip("/"), scheme.lower() == "https"
+
+
 def _tritonclient():
     try:
-        import tritonclient.http as http
+        from tritonclient import http
     except ImportError as exc:
         raise EngineError("the triton engine needs the tritonclient package "
                           "(pip install 'tritonclient[http]'); it is not installed here") from exc

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.selection import choose_engine
+from engines.selection import PREFERENCE
 from pipeline.app.config import AppConfig, CameraConfig, GalleryConfig
 from pipeline.core.errors import ConfigError, GalleryError
 from pipeline.core.settings import Section
@@ -45,23 +45,31 @@ log = logging.getLogger(__name__)
 
 
 def make_embedder(cfg: AppConfig, model: Path, batch_size: int | None = None) -> Embedder:
-    """The embedder the `engine` section asks for ("auto": the fastest that works here, logged)."""
+    """The embedder the `engine` section asks for ("auto": the first engine of the preference list that starts
+    here, each one skipped logged with why: a provider ORT lists but cannot load is skipped, not fatal)."""
+    batch = batch_size or cfg.run.embed_batch
+    if cfg.engine.name == "auto":
+        options = {name: engine_options(cfg, name) for name in PREFERENCE}
+        # The last resort is the CPU: ORT's GPU providers were tried (and skipped) as engines of their own.
+        options["onnxruntime"]["providers"] = cfg.engine.providers or ["CPUExecutionProvider"]
+        return Embedder(model, "auto", batch_size=batch, auto_options=options)
+    return Embedder(model, cfg.engine.name, batch_size=batch, **engine_options(cfg, cfg.engine.name))
+
+
+def engine_options(cfg: AppConfig, name: str) -> dict:
+    """What engine `name` is built with from the `engine` section."""
     engine = cfg.engine
-    name = choose_engine() if engine.name == "auto" else engine.name
     if name == "onnxruntime":
         # One intra-op thread by default: detection and recognition each keep one core busy.
-        options = {"providers": engine.providers, "allow_fallback": engine.allow_fallback,
-                   "threads": engine.threads or 1}
-    elif name.startswith("onnxruntime-"):
-        options = {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
-    elif name == "torch-cuda":
+        return {"providers": engine.providers, "allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
+    if name.startswith("onnxruntime-"):
+        return {"allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}
+    if name == "torch-cuda":
         # The engine rebuilds the card's architecture in torch; engines/ may not import the trainer that owns them.
         from trainer.models import create_model
 
-        options = {"create_model": create_model}
-    else:
-        options = {}
-    return Embedder(model, name, batch_size=batch_size or cfg.run.embed_batch, **options)
+        return {"create_model": create_model}
+    return {}
 
 
 def make_detector(cfg: AppConfig, min_face_size: int | None = None,

@@ -7,12 +7,15 @@ to the card's template, normalisation, batching, and a unit-length check on the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from engines import create_engine
+from engines.selection import PREFERENCE, create_preferred
 from pipeline.core.align import align
 from pipeline.core.errors import EngineError
 from pipeline.core.faces import Faces
@@ -25,11 +28,21 @@ DEFAULT_MODEL = REPO / "models" / "facestream-default.json"
 
 
 class Embedder:
+    """`engine="auto"`: the first engine of `engines.selection.PREFERENCE` that starts on this model, falling
+    through on EngineError; `auto_options` maps an engine name to its options (e.g. torch-cuda's create_model)."""
+
     def __init__(self, card_path: str | Path = DEFAULT_MODEL, engine: str = "onnxruntime", batch_size: int = 32,
-                 **engine_options):
+                 auto_options: Mapping[str, Mapping[str, Any]] | None = None, **engine_options):
         self.card_path = Path(card_path)
         self.card: ModelCard = load_card(self.card_path)
-        self.engine = create_engine(engine, model_path=onnx_path(self.card, self.card_path), **engine_options)
+        model = onnx_path(self.card, self.card_path)
+        if engine == "auto":
+            if engine_options:
+                raise EngineError(f"engine 'auto' takes options per engine (auto_options), "
+                                  f"got {sorted(engine_options)}")
+            self.engine = create_preferred(model, PREFERENCE, auto_options)
+        else:
+            self.engine = create_engine(engine, model_path=model, **engine_options)
         self.input_name = self.engine.inputs[0].name
         self.output_name = self.engine.outputs[0].name
         self.size = tuple(self.card.input_size)

@@ -56,7 +56,7 @@ class MatchStage:
     """`select(tracked)` -> the candidates worth embedding; `recognise(candidates)` -> their matches."""
 
     def __init__(self, judge: FaceJudge, matcher: Matcher, metrics: StageMetrics, weak_every: int = 3,
-                 weak_eager_frames: int = 0):
+                 weak_eager_frames: int = 25):
         self.judge = judge
         self.weak_every = int(weak_every)
         self.weak_eager_frames = int(weak_eager_frames)

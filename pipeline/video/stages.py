@@ -291,7 +291,7 @@ class RecogniseStage:
     def __init__(self, judge: FaceJudge, matcher: Matcher, bus: EventBus, metrics: StageMetrics,
                  new_tracker: Callable[[str], IouTracker] = default_tracker, voter: IdentityVoter | None = None,
                  include_crops: bool = False, scene_cut: float = DEFAULT_MIN_DIFFERENCE,
-                 verifier: Verifier | None = None, weak_every: int = 3, weak_eager_frames: int = 0,
+                 verifier: Verifier | None = None, weak_every: int = 3, weak_eager_frames: int = 25,
                  unknowns: UnknownRecorder | None = None,
                  self_enrol: SelfEnrol | None = None, regions: TrackRegions | None = None):
         self.metrics = metrics

@@ -76,3 +76,20 @@ def test_card_with_many_problems_is_summarised(tmp_path):
     path.write_text(json.dumps({"extra": 1}))
     with pytest.raises(ConfigError, match=r"and \d+ more$"):
         load_card(path)
+
+
+def test_engine_auto_builds_the_first_engine_that_starts_here(monkeypatch):
+    """engine.name=auto: each preferred engine is constructed in turn and skipped on EngineError (an ORT build
+    that lists TensorRT without TensorRT installed), ending on what works; here, the CPU."""
+    import numpy as np
+
+    from engines import onnxruntime_engine
+    from pipeline.app.services import make_embedder
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]  # built with, not usable
+    monkeypatch.setattr(onnxruntime_engine.ort, "get_available_providers", lambda: listed)
+    embedder = make_embedder(load_app_config(None, ["engine.name=auto"]), DEFAULT_MODEL)
+    assert embedder.engine.name == "onnxruntime" and embedder.engine.providers == ["CPUExecutionProvider"]
+    crops = np.zeros((2, *embedder.size, 3), np.uint8)
+    assert embedder.embed(crops).shape == (2, embedder.card.embedding_dim)

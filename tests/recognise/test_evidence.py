@@ -34,7 +34,7 @@ def test_defaults_equal_the_config_section():
     import inspect
 
     parameters = inspect.signature(EvidenceGates).parameters
-    expected = EvidenceConfig().model_dump(exclude={"enabled", "every"})
+    expected = EvidenceConfig().model_dump(exclude={"enabled", "every", "eager_frames"})
     assert {name: parameters[name].default for name in expected} == expected
 
 
@@ -50,3 +50,15 @@ def test_a_small_face_is_weak_evidence_in_video_only(detector, embedder, shared_
     video = FaceJudge(embedder, QualityGates(), evidence=EvidenceGates(QualityGates())).judge(small, found, 0)
     assert not video.ok and video.usable and video.verdict.reason == TOO_SMALL
     assert 0.0 < video.weight < 0.5 and video.crop.shape == (*embedder.size, 3)
+
+
+def test_the_embedding_schedule_defaults_equal_the_match_stage():
+    """evidence.every and evidence.eager_frames are the match stage's schedule (pipeline/video/match_stage.py)."""
+    import inspect
+
+    from pipeline.video.match_stage import MatchStage
+
+    parameters = inspect.signature(MatchStage).parameters
+    config = EvidenceConfig()
+    assert (parameters["weak_every"].default, parameters["weak_eager_frames"].default) == (config.every,
+                                                                                         config.eager_frames)
