@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 OURS = ("pipeline", "engines", "trainer", "bench", "run", "enroll", "serve")
 PIPELINE = {f"pipeline.{p}" for p in ("core", "detect", "recognise", "gallery", "redis", "video", "events",
-                                             "unknowns", "api", "mqtt", "app")}
+                                             "unknowns", "api", "mqtt", "app", "cameras")}
 EVERYTHING = {*PIPELINE, "engines", "trainer", "bench", "pipeline"}
 
 # component -> the components it may import (besides itself). Keep in step with docs/architecture.md.
@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.detect": {"pipeline.core", "engines"},
     "pipeline.gallery": {"pipeline.core"},
     "pipeline.redis": {"pipeline.core"},
+    # Camera registry and leases: plain Redis scripts, no gallery (run.py --worker and enroll.py wire it in).
+    "pipeline.cameras": {"pipeline.core", "pipeline.redis"},
     "pipeline.recognise": {"pipeline.core", "engines", "pipeline.gallery"},
     "pipeline.events": {"pipeline.core", "pipeline.gallery"},
     "pipeline.unknowns": {"pipeline.core", "pipeline.gallery"},
