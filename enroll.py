@@ -32,6 +32,12 @@ remove, export and import them.
     keys list | keys revoke KEY_ID                  the keys (id, role, created, last used; never the secret)
     events                                          the event stream's consumer groups: lag, pending entries,
                                                     dead letters, and each consumer's pending and idle time
+    cameras add NAME URL [--setting K=V ...] [--disabled] [--replace]
+                                                    register a camera for run.py --worker (settings as in
+                                                    cameras.<name>, checked now)
+    cameras list                                    every camera, the worker reading it and its lease token,
+                                                    and the live workers
+    cameras remove|enable|disable NAME | cameras load FILE [--prune]
 
 `remove NAME` forgets the person completely: templates, negative templates, sightings and their crops.
 
@@ -399,7 +405,8 @@ def run_keys(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
 
 COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_rename, "remove": run_remove,
             "export": run_export, "import": run_import, "unknowns": run_unknowns, "search": run_search,
-            "reject": run_reject, "auto": run_auto, "keys": run_keys, "events": site_commands.run_events}
+            "reject": run_reject, "auto": run_auto, "keys": run_keys, "events": site_commands.run_events,
+            "cameras": site_commands.run_cameras}
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -454,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                             ).add_argument("name", nargs="?", default=None)
     add_keys_parser(commands, json_too)
     site_commands.add_events_parser(commands, json_too)
+    site_commands.add_cameras_parser(commands, json_too)
     return parser
 
 

@@ -159,15 +159,17 @@ def annotate_photo(path: Path, image, output: Path, found, unknown: list[str | N
 
 # -- video -----------------------------------------------------------------------------------------------
 class Interrupt:
-    """SIGINT handler: the first Ctrl-C asks the runner to stop cleanly, a second one aborts."""
+    """SIGINT / SIGTERM handler: the first asks the runner to stop cleanly (a worker then releases its leases
+    at once), a second Ctrl-C aborts."""
 
     def __init__(self):
         self.requested = False
         self.session = None
-        self.previous = signal.signal(signal.SIGINT, self)
+        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def restore(self) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def __call__(self, signum, frame) -> None:
         if self.requested:
@@ -179,7 +181,9 @@ class Interrupt:
 
 
 def stream(cfg, args, sources: list[str]) -> dict:
+    """A Session on `sources`, or with --worker a Worker on the cameras it leases; its summary."""
     from pipeline.app.session import RunOptions, Session
+    from pipeline.app.worker import Worker
     from pipeline.core.settings import save_resolved
 
     interrupt = Interrupt()
@@ -190,20 +194,22 @@ def stream(cfg, args, sources: list[str]) -> dict:
     for folder in output_folders(args):
         save_resolved(cfg, folder)
     try:
-        session = Session(cfg, opts)
+        runnable = Worker(cfg, opts) if args.worker else Session(cfg, opts)
     except BaseException:
         interrupt.restore()
         raise
+    session = runnable.session if args.worker else runnable
     try:
         interrupt.session = session
         if interrupt.requested:
             session.runner.stop()
         else:
-            log.info("streaming %s", ", ".join(f"{c}={s}" for c, s in opts.sources))
-            session.run()
-        summary = session.summary()
+            log.info("streaming %s", f"as worker {runnable.worker_id}" if args.worker
+                     else ", ".join(f"{c}={s}" for c, s in opts.sources))
+            runnable.run()
+        summary = runnable.summary()
     finally:
-        session.close()
+        runnable.close()
         interrupt.restore()
     summary["interrupted"] = interrupt.requested
     return summary
@@ -268,6 +274,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics (127.0.0.1)")
     p.add_argument("--save-crops", action="store_true", help="JPEG face crop in each identity event")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (all cameras)")
+    p.add_argument("--worker", action="store_true",
+                   help="read the cameras this worker leases from the registry in Redis (enroll.py cameras)")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--log-level", default="WARNING")
@@ -284,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_app_config(args.config, args.set)
         set_threads()
+        if args.worker:
+            if args.source or args.output_video or args.show or args.max_frames:
+                raise ConfigError("--worker reads the cameras it leases from the registry (enroll.py cameras add): "
+                                  "it takes no --source, --output-video, --show or --max-frames")
+            summary = stream(cfg, args, [])
+            return finish(summary, args)
         sources = args.source or [str(p) for p in cfg.demo.inputs]
         if not sources:
             raise SourceError("no --source given and the config lists no demo.inputs")
@@ -300,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 0
+    return finish(summary, args)
+
+
+def finish(summary: dict, args) -> int:
     print_summary(summary)
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -293,6 +293,15 @@ class CameraConfig(Section):
         return masks
 
 
+class WorkerConfig(Section):
+    """run.py --worker: the cameras come from the registry in Redis (enroll.py cameras), each leased by one worker
+    at a time (pipeline/cameras): a worker killed outright loses its cameras to the others after the lease TTL."""
+
+    id: str | None = Field(None, description="this worker's name; None: <host>-<pid>")
+    capacity: int = Field(4, ge=0, description="cameras this worker reads at most")
+    lease_ttl_s: float = Field(5.0, ge=0.5, le=300, description="a silent worker's cameras move after this")
+
+
 class ConsoleConfig(Section):
     """serve.py: the console and REST API (pipeline/api), and what workers publish for it."""
 
@@ -344,6 +353,7 @@ class AppConfig(Section):
     unknowns: UnknownsConfig = UnknownsConfig()
     camera_defaults: CameraConfig = CameraConfig()
     cameras: dict[str, CameraConfig] = {}
+    worker: WorkerConfig = WorkerConfig()
     console: ConsoleConfig = ConsoleConfig()
     mqtt: MqttConfig = MqttConfig()
     demo: DemoConfig = DemoConfig()

@@ -195,12 +195,14 @@ class LeaseKeeper:
             return False
 
     def _give_up(self, camera: str, stopped: list[str], why: str, notify: bool = True) -> None:
-        """Stop (the caller first), then release."""
-        lease = self._held.pop(camera)
+        """Stop (the caller first, while the lease is still `held`: what it writes on closing is the owner's),
+        then release."""
+        lease = self._held[camera]
         log.info("worker %s releasing camera %s: %s", self.worker_id, camera, why)
         if notify:
             self._notify_stop(camera)
             stopped.append(camera)
+        del self._held[camera]
         try:
             self._leases.release(lease)
         except GalleryError as exc:

@@ -81,17 +81,22 @@ class Membership:
 
     def live(self) -> list[WorkerInfo]:
         """Workers whose heartbeat has not lapsed, by id."""
-        with redis_failures("list live workers"):
-            ids = [_text(i) for i in self._live(keys=[keys.WORKERS])]
-            records = self._client.mget([keys.worker(i) for i in ids]) if ids else []
-        found = []
-        for worker_id, raw in zip(ids, records, strict=True):
-            if raw is None:  # expired between the two reads: not live
-                continue
-            record = json.loads(raw)
-            found.append(WorkerInfo(worker_id, int(record["capacity"]), record.get("host", ""),
-                                    int(record.get("pid", 0))))
-        return sorted(found, key=lambda w: w.worker_id)
+        return live_workers(self._client, self._live)
+
+
+def live_workers(client, script=None) -> list[WorkerInfo]:
+    """Workers whose heartbeat has not lapsed, by id (what `enroll.py cameras list` shows beside the leases)."""
+    script = script or client.register_script(_LIVE)
+    with redis_failures("list live workers"):
+        ids = [_text(i) for i in script(keys=[keys.WORKERS])]
+        records = client.mget([keys.worker(i) for i in ids]) if ids else []
+    found = []
+    for worker_id, raw in zip(ids, records, strict=True):
+        if raw is None:  # expired between the two reads: not live
+            continue
+        record = json.loads(raw)
+        found.append(WorkerInfo(worker_id, int(record["capacity"]), record.get("host", ""), int(record.get("pid", 0))))
+    return sorted(found, key=lambda w: w.worker_id)
 
 
 def _text(value: bytes | str) -> str:
