@@ -24,7 +24,7 @@ import numpy as np
 
 from engines.base import ClosingEngine, TensorSpec, empty_outputs, validate_feeds
 from engines.registry import register_engine
-from pipeline.core.errors import ConfigError, EngineError, FacestreamError
+from pipeline.core.errors import ConfigError, EngineError, EngineUnavailable, FacestreamError
 from pipeline.core.logs import configure_logging
 from pipeline.core.model_card import load_card, onnx_path
 
@@ -232,7 +232,10 @@ class TritonEngine(ClosingEngine):
 
     name = "triton"
 
-    def __init__(self, url: str, model_name: str, model_version: str = "", timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, model_name: str, model_version: str = "", timeout_s: float = 10.0,
+                 model_path: str | Path | None = None) -> None:
+        # `model_path`: the local ONNX the served model was exported from, taken like every engine's (the card
+        # travels with it); Triton serves its own copy, so it is not read here.
         client_module = _tritonclient()
         self.url, self.model_name, self.model_version = url, model_name, model_version
         self._http = client_module
@@ -248,7 +251,7 @@ class TritonEngine(ClosingEngine):
         except EngineError:
             raise
         except Exception as exc:  # connection refused, HTTP errors, InferenceServerException
-            raise EngineError(f"cannot reach Triton model {model_name!r} at {url}: {exc}") from exc
+            raise EngineUnavailable(f"cannot reach Triton model {model_name!r} at {url}: {exc}") from exc
         self.inputs = [_spec_from_metadata(t) for t in metadata["inputs"]]
         self.outputs = [_spec_from_metadata(t) for t in metadata["outputs"]]
         # Triton refuses a request above max_batch_size rather than splitting it; 0 means the model does its
@@ -288,8 +291,8 @@ class TritonEngine(ClosingEngine):
         wanted = [self._http.InferRequestedOutput(spec.name, binary_data=True) for spec in self.outputs]
         try:
             result = self._client.infer(self.model_name, requests, model_version=self.model_version, outputs=wanted)
-        except Exception as exc:
-            raise EngineError(f"Triton inference failed for {self.model_name} at {self.url}: {exc}") from exc
+        except Exception as exc:  # refused, timed out, or the server failed: it may answer again later
+            raise EngineUnavailable(f"Triton inference failed for {self.model_name} at {self.url}: {exc}") from exc
         return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
 
     def close(self) -> None:

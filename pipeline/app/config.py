@@ -31,12 +31,17 @@ class EngineConfig(Section):
     # The embedder's engine; "auto" picks TensorRT -> ORT-TensorRT -> ORT-CUDA -> torch-CUDA -> ORT-CPU by what
     # is installed and working (engines/selection.py), and logs its choice.
     name: Literal["auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cuda",
-                  "tensorrt"] = "onnxruntime"
+                  "tensorrt", "triton"] = "onnxruntime"
     # ONNX Runtime providers in order of preference; None: the best the machine has.
     providers: list[str] | None = None
     # ORT silently runs on CPU when a requested provider fails; we refuse that unless allowed.
     allow_fallback: bool = False
     threads: int = Field(0, ge=0, description="intra-op threads; 0 = library default")
+    # name: triton: the embedder served by Triton (`python -m engines.triton export`). While the server does not
+    # answer, a run keeps detecting and tracking and says so (faces not embedded: "embedder unavailable").
+    triton_url: str = Field("localhost:8000", description="host:port, http:// or https://")
+    triton_model: str | None = Field(None, description="None: the model card's model_id, as exported")
+    triton_timeout_s: float = Field(10.0, gt=0, description="connection and request timeout")
 
 
 class DetectorConfig(Section):

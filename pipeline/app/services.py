@@ -14,6 +14,7 @@ from pathlib import Path
 from engines.selection import PREFERENCE
 from pipeline.app.config import AppConfig, CameraConfig, GalleryConfig
 from pipeline.core.errors import ConfigError, GalleryError
+from pipeline.core.model_card import load_card
 from pipeline.core.settings import Section
 from pipeline.detect import MTCNN
 from pipeline.detect.process import DetectorProcess
@@ -49,16 +50,19 @@ def make_embedder(cfg: AppConfig, model: Path, batch_size: int | None = None) ->
     here, each one skipped logged with why: a provider ORT lists but cannot load is skipped, not fatal)."""
     batch = batch_size or cfg.run.embed_batch
     if cfg.engine.name == "auto":
-        options = {name: engine_options(cfg, name) for name in PREFERENCE}
+        options = {name: engine_options(cfg, name, model) for name in PREFERENCE}
         # The last resort is the CPU: ORT's GPU providers were tried (and skipped) as engines of their own.
         options["onnxruntime"]["providers"] = cfg.engine.providers or ["CPUExecutionProvider"]
         return Embedder(model, "auto", batch_size=batch, auto_options=options)
-    return Embedder(model, cfg.engine.name, batch_size=batch, **engine_options(cfg, cfg.engine.name))
+    return Embedder(model, cfg.engine.name, batch_size=batch, **engine_options(cfg, cfg.engine.name, model))
 
 
-def engine_options(cfg: AppConfig, name: str) -> dict:
-    """What engine `name` is built with from the `engine` section."""
+def engine_options(cfg: AppConfig, name: str, model: Path) -> dict:
+    """What engine `name` is built with from the `engine` section (`model`: the embedder's card)."""
     engine = cfg.engine
+    if name == "triton":
+        return {"url": engine.triton_url, "model_name": engine.triton_model or load_card(model).model_id,
+                "timeout_s": engine.triton_timeout_s}
     if name == "onnxruntime":
         # One intra-op thread by default: detection and recognition each keep one core busy.
         return {"providers": engine.providers, "allow_fallback": engine.allow_fallback, "threads": engine.threads or 1}

@@ -17,6 +17,10 @@ class EngineError(FacestreamError):
     """An inference engine cannot be created, or was given inputs it does not accept."""
 
 
+class EngineUnavailable(EngineError):
+    """A remote engine (Triton) did not answer: its server is down or unreachable, and may come back."""
+
+
 class SourceError(FacestreamError):
     """A frame source (image, video file, camera, stream) cannot be opened or read."""
 

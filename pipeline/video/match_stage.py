@@ -14,12 +14,15 @@ in one call.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.errors import EngineUnavailable
 from pipeline.core.frames import Frame
 from pipeline.core.protocols import Matcher
 from pipeline.gallery.matcher import Match
@@ -30,6 +33,10 @@ from pipeline.video.track_stage import Tracked
 from pipeline.video.tracker import Track
 
 WEAK_NOT_DUE = "weak evidence, not due"  # a weak face within `weak_every` detections of the track's last one
+UNAVAILABLE = "embedder unavailable"  # a remote embedder (Triton) did not answer: the faces wait for it
+WARN_EVERY_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class MatchStage:
         self.weak = 0  # embedded as weak evidence (failed a strict gate, passed the minimums)
         self.verified = 0  # embedded to re-verify a decided track
         self.rejected: Counter[str] = Counter()  # quality gate reason -> faces not embedded
+        self._warn_after = 0.0  # monotonic time of the next "embedder unavailable" warning
 
     def select(self, tracked: Sequence[Tracked]) -> list[Candidate]:
         candidates = []
@@ -97,10 +105,20 @@ class MatchStage:
         return candidates
 
     def recognise(self, candidates: Sequence[Candidate]) -> list[Recognised]:
+        """Embed and match; while a remote embedder does not answer, no face is recognised (detection and
+        tracking go on, the tracks stay undecided and ask again), counted and logged every WARN_EVERY_S."""
         if not candidates:
             return []
-        with self.metrics.time("embed", items=len(candidates)):
-            embeddings = self.judge.embed([c.crop for c in candidates])
+        try:
+            with self.metrics.time("embed", items=len(candidates)):
+                embeddings = self.judge.embed([c.crop for c in candidates])
+        except EngineUnavailable as exc:
+            self.rejected[UNAVAILABLE] += len(candidates)
+            if time.monotonic() >= self._warn_after:
+                self._warn_after = time.monotonic() + WARN_EVERY_S
+                log.warning("%s; faces are not recognised until it answers (%d so far)", exc,
+                            self.rejected[UNAVAILABLE])
+            return []
         self.embedded += len(candidates)
         with self.metrics.time("match", items=len(candidates)):
             matches = self.matcher.match(embeddings)

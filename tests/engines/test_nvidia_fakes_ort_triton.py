@@ -243,3 +243,50 @@ def test_plan_export_refuses_a_plan_tensorrt_cannot_read(tmp_path, monkeypatch):
     plan.write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="could not deserialize"):
         export_repository(CARD, tmp_path / "repo", plan=plan)
+
+
+# --- issue 18: a remote embedder that stops answering -------------------------------------------------------
+
+
+def test_triton_that_stops_answering_is_unavailable_not_broken(triton, monkeypatch):
+    from pipeline.core.errors import EngineUnavailable
+
+    engine = TritonEngine("localhost:8000", "embedder")
+    x = np.ones((2, 3), np.float32)
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(engine._client, "infer", refused)
+    with pytest.raises(EngineUnavailable, match="Triton inference failed for embedder at localhost:8000.*refused"):
+        engine.run({"image": x})
+    monkeypatch.undo()  # the server is back: the same engine answers again
+
+
+def test_triton_unreachable_at_start_names_the_server(triton, monkeypatch):
+    from pipeline.core.errors import EngineUnavailable
+
+    http = sys.modules["tritonclient.http"]
+
+    def refused(self, name, version=""):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(http.InferenceServerClient, "is_model_ready", refused)
+    with pytest.raises(EngineUnavailable, match="cannot reach Triton model 'embedder' at triton:8000"):
+        TritonEngine("triton:8000", "embedder")
+
+
+def test_config_engine_triton_builds_the_triton_engine(triton):
+    from pipeline.app.config import load_app_config
+    from pipeline.app.services import engine_options
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+    from engines import create_engine
+
+    cfg = load_app_config(None, ["engine.name=triton", "engine.triton_url=http://triton:8000",
+                                 "engine.triton_model=embedder"])
+    options = engine_options(cfg, "triton", DEFAULT_MODEL)
+    assert options == {"url": "http://triton:8000", "model_name": "embedder", "timeout_s": 10.0}
+    engine = create_engine("triton", model_path=DEFAULT_MODEL, **options)
+    assert engine.name == "triton" and engine.model_name == "embedder"
+    default = engine_options(load_app_config(None, ["engine.name=triton"]), "triton", DEFAULT_MODEL)
+    assert default["model_name"].startswith("facestream")  # the card's model_id, as `engines.triton export` names it

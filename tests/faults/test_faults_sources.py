@@ -5,15 +5,12 @@ stalls, hangs up, or sends corrupt JPEG parts; a second camera in the same Sourc
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
-import cv2
 import pytest
 
+from bench.live_cameras import Camera, Connection, MjpegServer, clip_jpegs
 from pipeline.app.config import load_app_config
 from pipeline.app.services import frame_sources
 from pipeline.core.errors import ConfigError
@@ -21,93 +18,12 @@ from pipeline.video.source_group import SourceGroup
 from pipeline.video.sources import FrameSource
 
 CLIP = "ageitgey_face_recognition_examples/video/short_hamilton_clip.mp4"
-FPS = 25.0
-GARBAGE = b"this is not a JPEG " * 20
-
-
-@dataclass
-class Connection:
-    """What the server does on one connection: `frames` parts (None: until shut down), then `then`."""
-
-    frames: int | None = None
-    then: str = "close"  # "close": hang up; "stall": keep the connection open and send nothing
-    garbage: frozenset = frozenset()  # part numbers replaced by bytes that are not a JPEG
-    truncated: frozenset = frozenset()  # part numbers cut to a third of their JPEG
-
-
-@dataclass
-class Camera:
-    script: list[Connection]  # connection k follows script[k], the last one repeats
-    opened: list[float] = field(default_factory=list)  # monotonic time of each connection
-
-
-class MjpegServer(http.server.ThreadingHTTPServer):
-    """`/NAME.mjpg` for each scripted camera; JPEG parts cut from the Hamilton clip, sent at FPS."""
-
-    daemon_threads = True
-
-    def __init__(self, jpegs: list[bytes], cameras: dict[str, Camera]):
-        super().__init__(("127.0.0.1", 0), MjpegHandler)
-        self.jpegs, self.cameras = jpegs, cameras
-        self.closing = threading.Event()  # releases stalled connections
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}.mjpg"
-
-    def __enter__(self) -> MjpegServer:
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.closing.set()
-        self.shutdown()
-        self.server_close()
-
-
-class MjpegHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        server: MjpegServer = self.server
-        camera = server.cameras.get(self.path.strip("/").removesuffix(".mjpg"))
-        if camera is None:
-            self.send_error(404)
-            return
-        camera.opened.append(time.monotonic())
-        plan = camera.script[min(len(camera.opened), len(camera.script)) - 1]
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        part = 0
-        while (plan.frames is None or part < plan.frames) and not server.closing.is_set():
-            jpeg = server.jpegs[part % len(server.jpegs)]
-            if part in plan.garbage:
-                jpeg = GARBAGE
-            elif part in plan.truncated:
-                jpeg = jpeg[:len(jpeg) // 3]
-            try:
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n"
-                                 % (len(jpeg), jpeg))
-                self.wfile.flush()
-            except OSError:  # the reader hung up
-                return
-            part += 1
-            server.closing.wait(1.0 / FPS)
-        if plan.then == "stall":
-            server.closing.wait()
+FPS = 25.0  # the servers' default
 
 
 @pytest.fixture(scope="module")
 def jpegs(shared_data) -> list[bytes]:
-    capture = cv2.VideoCapture(str(shared_data / CLIP))
-    parts = []
-    for _ in range(25):
-        ok, image = capture.read()
-        assert ok
-        parts.append(cv2.imencode(".jpg", image)[1].tobytes())
-    capture.release()
-    return parts
+    return clip_jpegs(shared_data / CLIP, 25)
 
 
 def sources_config(*overrides: str):

@@ -46,3 +46,33 @@ def test_weak_faces_are_embedded_at_every_detection_while_the_track_is_young(eag
     track = Track(id=1, camera="cam", box=FACES.xyxy[0], first_frame=10, last_frame=10)
     assert embedded_frames(stage, track, range(10, 40)) == expected
     assert stage.weak == len(expected) and stage.rejected[WEAK_NOT_DUE] == 30 - len(expected)
+
+
+def test_a_remote_embedder_that_does_not_answer_leaves_the_faces_for_later(caplog):
+    """No silent fallback and no crash: the batch is not recognised, counted, logged; the next one is."""
+    from pipeline.core.errors import EngineUnavailable
+    from pipeline.gallery.matcher import Match
+    from pipeline.video.match_stage import UNAVAILABLE, Candidate
+
+    class RemoteJudge(WeakJudge):
+        down = True
+
+        def embed(self, crops):
+            if self.down:
+                raise EngineUnavailable("cannot reach Triton model 'facestream' at triton:8000: refused")
+            return np.ones((len(crops), 4), np.float32)
+
+    class AnyMatcher:
+        def match(self, embeddings):
+            return [Match(None, None, 0.1, None, None, None) for _ in embeddings]
+
+    judge = RemoteJudge()
+    stage = MatchStage(judge, AnyMatcher(), StageMetrics())
+    track = Track(id=1, camera="cam", box=FACES.xyxy[0], first_frame=0, last_frame=0)
+    candidates = [Candidate(Frame("cam", 0, 0.0, IMAGE), track, np.zeros((2, 2, 3), np.uint8))] * 3
+    with caplog.at_level("WARNING"):
+        assert stage.recognise(candidates) == [] and stage.recognise(candidates) == []
+    assert stage.rejected[UNAVAILABLE] == 6 and stage.embedded == 0
+    assert len([r for r in caplog.records if "not recognised until it answers" in r.message]) == 1  # not per batch
+    judge.down = False
+    assert len(stage.recognise(candidates)) == 3 and stage.embedded == 3
