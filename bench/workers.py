@@ -8,6 +8,7 @@ clip, `--fps` parts per second), every camera registered (`CameraRegistry`), and
 (each its own interpreter, as on separate machines) with a short lease TTL. Per configuration:
 
 - cameras_served: cameras held by a live worker once the workers settled (all of them, capacity allowing);
+  rebalance_s: from then until every worker holds its fair share (a hysteresis of 2 x TTL before moving one);
 - failover: with >= 2 workers, a worker is SIGKILLed (`--kills` times, started again in between): seconds from
   the kill until every camera is held again by the survivors (p50 / max);
 - clean stop: SIGTERM to every worker; seconds until no lease is left (a clean stop releases at once);
@@ -107,6 +108,23 @@ class Site:
             time.sleep(0.05)
         raise TimeoutError(f"{count} cameras not held by {sorted(by)} within {timeout} s: {self.holders()}")
 
+    def shares(self) -> dict[str, int]:
+        """Cameras held per running worker."""
+        held = [h.worker_id for h in self.holders().values()]
+        return {worker: held.count(worker) for worker in self.workers}
+
+    def wait_balanced(self, timeout: float = 120.0) -> float:
+        """Seconds until every camera is held and the running workers hold their fair shares (`plan`)."""
+        from pipeline.cameras import plan
+
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            quotas = plan(self.cameras, sorted(self.workers), {w: self.capacity for w in self.workers})
+            if self.shares() == quotas and sum(quotas.values()) == len(self.holders()):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise TimeoutError(f"shares {self.shares()} not balanced within {timeout} s")
+
     def events(self) -> list[dict]:
         from pipeline.events import events_key
 
@@ -179,18 +197,17 @@ def measure_configuration(workers: int, cameras: int, kills: int, ttl_s: float, 
         for name in names:
             site.start(name)
         settle_s = site.wait_held(set(names))
-        time.sleep(2 * ttl_s + 1)  # rebalancing after the last worker joined (hysteresis: 2 x TTL)
+        balance_s = site.wait_balanced(timeout=20 * ttl_s + 60)  # rebalancing has a hysteresis of 2 x TTL
         served = sum(h.worker_id in site.workers for h in site.holders().values())
         failovers = []
         for k in range(kills if workers > 1 else 0):
-            victim = names[k % workers]
+            victim = names[k % workers]  # balanced: every worker holds cameras
             survivors = set(site.workers) - {victim}
             moment = site.kill(victim)
             site.wait_held(survivors, timeout=10 * ttl_s + 30)
             failovers.append(time.monotonic() - moment)
             site.start(victim)
-            site.wait_held(set(site.workers))
-            time.sleep(2 * ttl_s + 1)
+            site.wait_balanced(timeout=20 * ttl_s + 60)
         clean = {(c, h.token) for c, h in site.holders().items()}
         stopped = time.monotonic()
         statuses = [site.stop(name) for name in list(site.workers)]
@@ -199,6 +216,7 @@ def measure_configuration(workers: int, cameras: int, kills: int, ttl_s: float, 
         time.sleep(1.0)  # the probe drains the last events
         events = site.events()
     return {"workers": workers, "cameras": cameras, "cameras_served": served, "settle_s": round(settle_s, 2),
+            "rebalance_s": round(balance_s, 2),
             "failover_s": [round(f, 2) for f in failovers],
             "failover_s_p50": _pct(failovers, 50), "failover_s_max": round(max(failovers), 2) if failovers else None,
             "clean_stop_s": round(release_s, 2), "leases_left_after_stop": left, "exit_statuses": statuses,

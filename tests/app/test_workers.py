@@ -21,10 +21,9 @@ def test_three_workers_six_cameras_one_killed(shared_data):
         for worker in ("w0", "w1", "w2"):
             site.start(worker)
         site.wait_held({"w0", "w1", "w2"}, timeout=180)
-        time.sleep(2 * TTL_S + 1.5)  # rebalancing to fair shares (hysteresis: 2 x TTL)
-        shares = sorted(sum(h.worker_id == w for h in site.holders().values()) for w in ("w0", "w1", "w2"))
-        assert shares == [2, 2, 2]
-        victim = next(iter(h.worker_id for h in site.holders().values()))
+        site.wait_balanced(timeout=60)  # rebalancing to fair shares (hysteresis: 2 x TTL)
+        assert site.shares() == {"w0": 2, "w1": 2, "w2": 2}
+        victim = "w1"
         moment = site.kill(victim)
         survivors = {"w0", "w1", "w2"} - {victim}
         site.wait_held(survivors, timeout=TTL_S + 8)
