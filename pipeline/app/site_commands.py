@@ -12,7 +12,7 @@ import yaml
 from pipeline.app.cli_output import Output, plural
 from pipeline.app.config import AppConfig, CameraConfig
 from pipeline.core.errors import ConfigError
-from pipeline.core.settings import validate
+from pipeline.core.settings import read_yaml, validate
 from pipeline.core.urls import redact
 
 
@@ -101,12 +101,7 @@ def load_cameras(registry, path: Path, prune: bool) -> list[str]:
     """Every camera of a YAML file, each one's settings checked as run.py will read them, before any is stored."""
     from pipeline.cameras.registry import parse_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read camera file {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, yaml.YAMLError):
-        raise ConfigError(f"camera file {path} is not a UTF-8 YAML file") from None
+    data = read_yaml(path, "camera file") or {}
     for camera in parse_mapping(data, str(path)):
         validate(CameraConfig, camera.settings, f"{path}: the settings of camera {camera.name}")
     return registry.load_mapping(data, source=str(path), prune=prune)

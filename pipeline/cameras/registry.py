@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.cameras import keys
 from pipeline.cameras.errors import redis_failures
 from pipeline.core.errors import ConfigError
+from pipeline.core.settings import read_yaml
 from pipeline.core.urls import redact
 
 log = logging.getLogger(__name__)
@@ -141,16 +140,7 @@ class CameraRegistry:
         """Register every camera of a YAML file (`name: {url: ..., enabled: true, <settings>...}`), replacing
         same-named ones; with `prune`, remove cameras the file does not name. All or nothing: the whole file is
         checked before anything is written. Returns the names loaded."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read camera file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"cannot read camera file {path}: not a UTF-8 text file") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"camera file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(path, "camera file")
         return self.load_mapping({} if data is None else data, source=str(path), prune=prune)
 
     def load_mapping(self, data: object, *, source: str = "<mapping>", prune: bool = False) -> list[str]:

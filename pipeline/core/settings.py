@@ -29,22 +29,27 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *, model
     source = str(path) if path else "<defaults>"
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"cannot read config file {path}: not a UTF-8 text file") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"malformed YAML in {path}{_yaml_where(exc)}") from None
+        data = read_yaml(path, "config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
         _apply_override(data, item)
         source += f" + {item}"
     return validate(model, data, source)
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's data (None when empty); ConfigError naming `what` and the file, and the line of bad YAML."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {what} {path}: not a UTF-8 text file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML in {path}{_yaml_where(exc)}") from None
 
 
 def validate(model: type[M], data: Any, source: str) -> M:

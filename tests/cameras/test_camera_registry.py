@@ -99,7 +99,7 @@ def test_load_yaml_replaces_and_prunes(registry, tmp_path):
     ("door:\n  url: rtsp://x\n  when: 2024-01-01\n", "settings must be JSON values"),
     ("door:\n  url: rtsp://x\n  zones: {1: a}\n", "do not survive JSON"),
     ("door:\n  url: rtsp://x\n  gain: .nan\n", "settings must be JSON values"),
-    ("door: [unclosed\n", "not valid YAML"),
+    ("door: [unclosed\n", "malformed YAML in"),
 ])
 def test_a_bad_file_is_refused_whole_with_a_clear_message(registry, tmp_path, text, message):
     path = tmp_path / "cameras.yaml"
