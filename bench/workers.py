@@ -191,9 +191,11 @@ def unended_tracks(events: list[dict], leases: set[tuple[str, int]]) -> int:
     return sum(1 for count in open_tracks.values() if count > 0)
 
 
-def measure_configuration(workers: int, cameras: int, kills: int, ttl_s: float, fps: float) -> dict:
+def measure_configuration(workers: int, cameras: int, kills: int, ttl_s: float, fps: float,
+                          run_s: float = 30.0) -> dict:
     names = [f"w{k}" for k in range(workers)]
     with Site(cameras, ttl_s, capacity=cameras, fps=fps) as site, LagProbe(site.client) as probe:
+        begun = time.monotonic()
         for name in names:
             site.start(name)
         settle_s = site.wait_held(set(names))
@@ -208,6 +210,7 @@ def measure_configuration(workers: int, cameras: int, kills: int, ttl_s: float, 
             failovers.append(time.monotonic() - moment)
             site.start(victim)
             site.wait_balanced(timeout=20 * ttl_s + 60)
+        time.sleep(max(0.0, run_s - (time.monotonic() - begun)))  # events to deliver, kills or not
         clean = {(c, h.token) for c, h in site.holders().items()}
         stopped = time.monotonic()
         statuses = [site.stop(name) for name in list(site.workers)]
