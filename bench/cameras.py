@@ -23,7 +23,7 @@ a scene cut and ends the tracks. A timer stops the Session at `--seconds`.
 
 Per configuration: fps_per_camera = frames processed / streaming wall (mean over cameras, and each camera's);
 dropped = frames the sources discarded; cpu_percent = this process's user + system CPU (getrusage), plus the
-detector process's with detector.process=true, over the streaming (models loaded before), as % of one core, and `cpu_percent_machine` of all cores (the embedded
+detector processes' with detector.processes > 0, over the streaming (models loaded before), as % of one core, and `cpu_percent_machine` of all cores (the embedded
 redis-server's CPU is not in it); time to name p50/p99 (bench/cameras_metrics.py, exact definition there);
 faces_lost against the 1-camera run of the same clip; faces per detected frame; latency p50/p90 (a frame
 leaving its source queue -> its events and annotated frame out: a file's queue wait is not in it).
@@ -127,7 +127,7 @@ def run_cameras(cfg_path: Path, overrides: Sequence[str], model: Path, clip: Pat
     stop_at = seconds if loop or seconds < info["seconds"] else info["seconds"] + 5.0
     timer = threading.Timer(stop_at, session.runner.stop)
     try:
-        child = getattr(session.detector, "cpu_s", lambda: 0.0)  # detector.process: the child's CPU counts too
+        child = getattr(session.detector, "cpu_s", lambda: 0.0)  # detector.processes: their CPU counts too
         cpu = process_cpu_s() + child()
         timer.start()
         summary = session.run()

@@ -57,9 +57,10 @@ class DetectorConfig(Section):
     # The largest face worth finding (px, in the detected frame): pyramid levels for larger faces are skipped.
     # None: every level down to a 12 px image, as before.
     max_face_size: int | None = Field(None, ge=12)
-    # Streaming runs detect in a process of their own (pipeline/detect/process.py): no GIL shared with tracking,
-    # matching and the camera readers. Measured by bench.cameras; enrolment and the console detect in-process.
-    process: bool = Field(False, description="run.py: detect in a separate process")
+    # Streaming runs can detect in processes of their own (pipeline/detect/process.py): no GIL shared with
+    # tracking, matching and the camera readers, and with 2+ one batch's cameras on several cores. Measured by
+    # bench.cameras; enrolment and the console always detect in-process.
+    processes: int = Field(0, ge=0, le=16, description="run.py: detector processes; 0: in the run's own process")
 
 
 class QualityConfig(Section):

@@ -17,7 +17,7 @@ from pipeline.core.errors import ConfigError, GalleryError
 from pipeline.core.model_card import load_card
 from pipeline.core.settings import Section
 from pipeline.detect import MTCNN
-from pipeline.detect.process import DetectorProcess
+from pipeline.detect.process import DetectorPool
 from pipeline.gallery import GalleryMirror, GalleryStore
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
@@ -77,14 +77,14 @@ def engine_options(cfg: AppConfig, name: str, model: Path) -> dict:
 
 
 def make_detector(cfg: AppConfig, min_face_size: int | None = None,
-                  separate_process: bool = False) -> MTCNN | DetectorProcess:
+                  processes: int = 0) -> MTCNN | DetectorPool:
     """The MTCNN the `detector` section describes; `min_face_size` overrides it (run.min_face_size);
-    `separate_process`: run in a child process (close() it)."""
+    `processes` > 0: that many child processes detect (close() the pool)."""
     d = cfg.detector
     settings = {"min_face_size": min_face_size or d.min_face_size, "thresholds": d.thresholds,
                 "scale_factor": d.scale_factor, "engine": d.engine, "max_side": d.max_side, "threads": d.threads,
                 "pyramid": d.pyramid, "max_face_size": d.max_face_size}
-    return DetectorProcess(**settings) if separate_process else MTCNN(**settings)
+    return DetectorPool(processes, **settings) if processes else MTCNN(**settings)
 
 
 def redis_client(cfg: AppConfig, url: str | None = None):
@@ -315,7 +315,7 @@ def motion_gate(cfg: AppConfig, camera: str) -> MotionGate | None:
     return MotionGate(**settings.motion.model_dump(exclude={"enabled"}), masks=settings.masks)
 
 
-def camera_detectors(cfg: AppConfig, detector: MTCNN | DetectorProcess,
+def camera_detectors(cfg: AppConfig, detector: MTCNN | DetectorPool,
                      cameras: list[str]) -> dict[str, CameraDetector]:
     """The cameras whose `min_face_size` or `detect_max_side` differ from the run's: each gets `detector`'s nets
     at its own sizes (nothing loaded twice)."""

@@ -81,8 +81,8 @@ class Session:
                                   cameras=[c for c, _ in opts.sources], show=opts.show)
         self._closers.append(self.output.close)
         self.embedder = make_embedder(cfg, opts.model)
-        self.detector = make_detector(cfg, run.min_face_size, separate_process=cfg.detector.process)
-        if cfg.detector.process:
+        self.detector = make_detector(cfg, run.min_face_size, processes=cfg.detector.processes)
+        if cfg.detector.processes:
             self._closers.append(self.detector.close)
         self.gallery = open_live_gallery(cfg, self.embedder, opts.gallery, opts.redis_url)
         self._closers.append(self.gallery.close)

@@ -1,4 +1,5 @@
-"""MTCNN in a process of its own: `DetectorProcess(**mtcnn_settings)` is a `Detector` whose `detect` runs there.
+"""MTCNN in a process of its own: `DetectorProcess(**mtcnn_settings)` is a `Detector` whose `detect` runs there;
+`DetectorPool(n, **mtcnn_settings)` shares each call's frames out over n of them.
 
 Why: in the streaming process the detector's Python glue (pyramid, NMS, crops) competes for the GIL with the
 tracker, the matcher and the camera readers; its wall time there was ~1.6x its CPU time. A process of its own
@@ -121,15 +122,21 @@ class DetectorProcess:
         if not frames:
             return []
         with self._lock:
-            if self._closed:
-                raise EngineError("the detector process is closed")
-            layout = self._copy_in(frames)
-            try:
-                self._conn.send(("detect", self._memory.name, layout, min_face, max_side))
-            except OSError:
-                raise self._died() from None
-            found = self._expect("faces", None)
-        return [Faces(xyxy, landmarks, score) for xyxy, landmarks, score in found]
+            self._send(frames, min_face, max_side)
+            return self._receive()
+
+    def _send(self, frames: list[np.ndarray], min_face: float, max_side: int | None) -> None:
+        """Hand `frames` (validated) to the child; the caller holds `_lock` until `_receive`."""
+        if self._closed:
+            raise EngineError("the detector process is closed")
+        layout = self._copy_in(frames)
+        try:
+            self._conn.send(("detect", self._memory.name, layout, min_face, max_side))
+        except OSError:
+            raise self._died() from None
+
+    def _receive(self) -> list[Faces]:
+        return [Faces(xyxy, landmarks, score) for xyxy, landmarks, score in self._expect("faces", None)]
 
     def _copy_in(self, frames: list[np.ndarray]) -> list[tuple[int, tuple[int, ...]]]:
         need = sum(frame.nbytes for frame in frames)
@@ -167,10 +174,75 @@ class DetectorProcess:
         return EngineError(f"the detector process died (exit code {code})")
 
 
-class _Variant:
-    """A camera's sizes over the shared child (what `DetectorProcess.variant` returns)."""
+class DetectorPool:
+    """`processes` children; the frames of one `detect` call are shared out by pixels and detected at once (a
+    batch of several cameras' frames on several cores), the faces returned in the frames' order."""
 
-    def __init__(self, parent: DetectorProcess, min_face_size: float, max_side: int | None,
+    def __init__(self, processes: int, **settings: Any) -> None:
+        if processes < 1:
+            raise EngineError(f"a detector pool needs at least 1 process, got {processes}")
+        self.children: list[DetectorProcess] = []
+        try:
+            for _ in range(processes):
+                self.children.append(DetectorProcess(**settings))
+        except BaseException:
+            self.close()
+            raise
+        first = self.children[0]
+        self.min_face_size, self.max_side, self.max_face_size = first.min_face_size, first.max_side, first.max_face_size
+
+    def variant(self, *, min_face_size: float | None = None, max_side: int | None = None) -> _Variant:
+        return _Variant(self, self.min_face_size if min_face_size is None else float(min_face_size),
+                        self.max_side if max_side is None else int(max_side), self.max_face_size)
+
+    def detect_one(self, image: np.ndarray) -> Faces:
+        return self.detect([image])[0]
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Faces]:
+        return self._detect(images, self.min_face_size, self.max_side)
+
+    def cpu_s(self) -> float:
+        return sum(child.cpu_s() for child in self.children)
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close()
+
+    def _detect(self, images: Sequence[np.ndarray], min_face: float, max_side: int | None) -> list[Faces]:
+        if isinstance(images, np.ndarray):
+            raise EngineError("detect takes a list of frames; use detect_one for a single (H, W, 3) image")
+        frames = [validate_image(image, i) for i, image in enumerate(images)]
+        shares = share_out([f.shape[0] * f.shape[1] for f in frames], len(self.children))
+        busy = [(child, ks) for child, ks in zip(self.children, shares, strict=True) if ks]
+        found: list[Faces | None] = [None] * len(frames)
+        for child, _ in busy:
+            child._lock.acquire()
+        try:
+            for child, ks in busy:
+                child._send([frames[k] for k in ks], min_face, max_side)
+            for child, ks in busy:  # the children detect at once; collected in turn
+                for k, faces in zip(ks, child._receive(), strict=True):
+                    found[k] = faces
+        finally:
+            for child, _ in busy:
+                child._lock.release()
+        return found
+
+
+def share_out(pixels: list[int], workers: int) -> list[list[int]]:
+    """Frame indices per worker, largest frames first to the least loaded (greedy), each list in order."""
+    loads, shares = [0] * workers, [[] for _ in range(workers)]
+    for k in sorted(range(len(pixels)), key=lambda k: -pixels[k]):
+        least = loads.index(min(loads))
+        shares[least].append(k)
+        loads[least] += pixels[k]
+    return [sorted(share) for share in shares]
+
+
+class _Variant:
+    """A camera's sizes over the shared child or pool (what `variant` returns)."""
+
+    def __init__(self, parent: DetectorProcess | DetectorPool, min_face_size: float, max_side: int | None,
                  max_face_size: float | None) -> None:
         check_sizes(min_face_size, max_side, max_face_size)
         self.parent, self.min_face_size, self.max_side = parent, min_face_size, max_side

@@ -125,3 +125,21 @@ def test_the_childs_cpu_is_accounted(remote, shared_data):
     before = remote.cpu_s()
     remote.detect(frames(shared_data, 6))
     assert remote.cpu_s() > before
+
+
+def test_a_pool_shares_the_frames_out_and_returns_them_in_order(shared_data):
+    from pipeline.detect.process import DetectorPool, share_out
+
+    assert share_out([100, 10, 90, 5], 2) == [[0, 3], [1, 2]]  # largest first, to the least loaded
+    assert share_out([7], 3) == [[0], [], []]
+    local = MTCNN(min_face_size=40, max_side=1024)
+    images = frames(shared_data, 3) + [read_image(shared_data / p) for p in PHOTOS]
+    pool = DetectorPool(2, min_face_size=40, max_side=1024)
+    try:
+        assert_same(pool.detect(images), local.detect(images))
+        assert_same(pool.variant(min_face_size=120).detect(images), local.variant(min_face_size=120).detect(images))
+        assert pool.detect([]) == [] and pool.cpu_s() > 0
+    finally:
+        pool.close()
+    with pytest.raises(EngineError, match="the detector process is closed"):
+        pool.detect(images)

@@ -299,14 +299,14 @@ def test_without_full_scan_every_the_schedule_is_detect_every():
 
 
 # -- a real run -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("separate_process", [False, True])
+@pytest.mark.parametrize("processes", [0, 2])
 def test_session_with_roi_detection_detects_every_frame_and_confirms_lin_manuel(redis_server, shared_data,
-                                                                                enrol_photos, separate_process):
+                                                                                enrol_photos, processes):
     from pipeline.app.config import load_app_config
     from pipeline.app.session import RunOptions, Session
 
     gallery = enrol_photos("test-roi", PHOTOS)
-    cfg = load_app_config(None, ["run.detect_every=1", f"detector.process={str(separate_process).lower()}"])
+    cfg = load_app_config(None, ["run.detect_every=1", f"detector.processes={processes}"])
     opts = RunOptions(sources=[("cam", str(shared_data / CLIP))], gallery=gallery, redis_url=redis_server.url)
     session = Session(cfg, opts)
     try:
