@@ -15,8 +15,15 @@ from dataclasses import replace
 
 from pipeline.app.config import AppConfig
 from pipeline.app.session import RunOptions, Session
-from pipeline.cameras import CameraRegistry, KeeperThread, Lease, LeaseKeeper, LeaseManager, Membership
-from pipeline.cameras import default_worker_id
+from pipeline.cameras import (
+    CameraRegistry,
+    KeeperThread,
+    Lease,
+    LeaseKeeper,
+    LeaseManager,
+    Membership,
+    default_worker_id,
+)
 from pipeline.events import Event
 
 log = logging.getLogger(__name__)
