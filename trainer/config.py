@@ -63,6 +63,23 @@ class DistillConfig(Section):
     teacher: Literal["dlib_resnet"] = "dlib_resnet"
 
 
+class MemoryConfig(Section):
+    """Cross-batch memory: semi-hard negatives also from the last `size` embeddings (trainer.pool_miner)."""
+
+    enabled: bool = False
+    size: int = Field(2048, ge=1, description="embeddings kept from past batches")
+    weight: float = Field(1.0, ge=0, description="weight of the memory's triplet term")
+
+
+class CompatConfig(Section):
+    """Harmonic embeddings: stay comparable with an older model's embeddings of the same faces, so a gallery
+    enrolled with that model keeps matching this one's probes (the card then lists it in `harmonic_with`)."""
+
+    model: Path | None = Field(None, description="the older model's card (JSON); unset: no compatibility terms")
+    weight: float = Field(1.0, ge=0, description="1 - cos(new, old) of the same crop")
+    triplet_weight: float = Field(1.0, ge=0, description="cross-model triplets: new anchor, old positive/negative")
+
+
 class ModelConfig(Section):
     name: str = "mobilefacenet"
     init: Literal["random", "dlib"] = "random"
@@ -79,6 +96,8 @@ class TrainConfig(Section):
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
     distill: DistillConfig = DistillConfig()
+    memory: MemoryConfig = MemoryConfig()
+    compat: CompatConfig = CompatConfig()
     seed: int = 0
     threads: int = Field(0, ge=0)
     output: Path = Path("runs/train")

@@ -24,8 +24,10 @@ from trainer.config import TrainConfig
 from trainer.crops import CropCache
 from trainer.curriculum import Curriculum, Stage
 from trainer.distributed import DistContext
-from trainer.losses import DistillationLoss, teacher_mean
+from trainer.losses import DistillationLoss, TripletLoss, teacher_mean
 from trainer.models import create_model, model_preprocess
+from trainer.old_model_targets import old_model_targets
+from trainer.pool_miner import MemoryBank, PoolMiner
 from trainer.selection import training_indices
 from trainer.teacher_targets import teacher_targets
 
@@ -80,6 +82,14 @@ class Trainer:
                 if not hasattr(self.model, "centre"):
                     raise ConfigError(f"model {cfg.model.name} has no output centre; unset model.centre_output")
                 self.model.centre.copy_(centre)
+        self.old_targets = None
+        if cfg.compat.model is not None:
+            self.old_targets, old_card = old_model_targets(cache, cfg.compat.model)
+            self.compat_cosine = DistillationLoss("cosine")
+            log.info("harmonic with %s (%s)", old_card.model_id, old_card.fingerprint)
+        self.pool_miner = PoolMiner(cfg.mining.margin)
+        self.pool_loss = TripletLoss(cfg.mining.margin)
+        self.memory = MemoryBank(cfg.memory.size, 128) if cfg.memory.enabled else None
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if ctx.enabled else self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -108,6 +118,7 @@ class Trainer:
             "optim": self.optim.state_dict(),
             "sched": self.sched.state_dict(),
             "curriculum": self.curriculum.state_dict(),
+            "memory": self.memory.state_dict() if self.memory is not None else None,
             "torch_rng": torch.get_rng_state(),
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
@@ -120,6 +131,8 @@ class Trainer:
         self.optim.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.curriculum.load_state_dict(state["curriculum"])
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", self.checkpoint_path, self.step)
@@ -139,6 +152,7 @@ class Trainer:
             distill_loss = self.distill(embeddings, self.targets[rows])
             loss = loss + self.cfg.distill.weight * distill_loss
             record["loss/distill"] = distill_loss.item()
+        loss = loss + self._memory_term(embeddings, labels, record) + self._compat_term(embeddings, labels, rows, record)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
@@ -147,6 +161,32 @@ class Trainer:
         record["loss/total"] = loss.item()
         record["lr"] = self.sched.get_last_lr()[0]
         return record
+
+    def _memory_term(self, embeddings: torch.Tensor, labels: torch.Tensor, record: dict) -> torch.Tensor:
+        """Triplets with the batch's pairs and negatives from past batches; then this batch joins the memory."""
+        if self.memory is None:
+            return embeddings.sum() * 0.0
+        term = embeddings.sum() * 0.0
+        if len(self.memory):
+            a, p, n = self.pool_miner.mine(embeddings, labels, embeddings, self.memory.embeddings,
+                                           self.memory.labels, same_set=True)
+            scored = self.pool_loss(torch.cat([embeddings, self.memory.embeddings]), (a, p, n + len(embeddings)))
+            term = self.cfg.memory.weight * scored.loss
+            record.update({"loss/memory": scored.loss.item(), **self.pool_miner.last_stats.as_log("memory/")})
+        self.memory.push(embeddings, labels)
+        return term
+
+    def _compat_term(self, embeddings: torch.Tensor, labels: torch.Tensor, rows, record: dict) -> torch.Tensor:
+        """Harmonic embeddings: new embeddings near the old model's of the same crop, and cross-model triplets
+        (new anchor, old positive, old negative) so that old templates rank new probes as they should."""
+        if self.old_targets is None:
+            return embeddings.sum() * 0.0
+        old = self.old_targets[rows]
+        cosine = self.compat_cosine(embeddings, old)
+        a, p, n = self.pool_miner.mine(embeddings, labels, old, old, labels, same_set=False)
+        cross = self.pool_loss(torch.cat([embeddings, old]), (a, p + len(old), n + len(old)))
+        record.update({"loss/compat_cosine": cosine.item(), "loss/compat_triplet": cross.loss.item()})
+        return self.cfg.compat.weight * cosine + self.cfg.compat.triplet_weight * cross.loss
 
     def run(self, until: int | None = None) -> dict:
         """Train up to step `until` (default: the configured total), checkpointing on the way."""

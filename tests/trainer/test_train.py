@@ -135,6 +135,39 @@ def test_export_writes_onnx_and_card_with_parity(tiny_cache, tmp_path):
     assert len(card.fingerprint) == 16 and (tmp_path / "models" / "tiny.onnx").is_file()
 
 
+def _cosine_to(card_path: Path, run: Path, cache: Path) -> float:
+    """Mean cosine between the run's embeddings and the carded model's embeddings of the same crops."""
+    from trainer.export import load_run
+    from trainer.old_model_targets import old_model_targets
+
+    crops = CropCache.open(cache)
+    old, _ = old_model_targets(crops, card_path)
+    _, model = load_run(run)
+    images = (crops.crops[:].astype("float32") - 127.5) / 128.0
+    with torch.inference_mode():
+        new = model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+    return float(torch.nn.functional.cosine_similarity(new, old).mean())
+
+
+def test_compat_term_makes_a_new_model_harmonic_with_the_old(tiny_cache, tmp_path):
+    """Harmonic training pulls a fresh network (another seed) toward the old model's embeddings of the same
+    faces; the memory bank's term joins the loss once a batch is remembered."""
+    _run(_config(tiny_cache, tmp_path / "old", optim__steps=2))
+    old_card = export(tmp_path / "old", tmp_path / "models" / "old.onnx", model_id="old")
+    common = {"optim__steps": 16, "optim__lr": 1e-3}
+    another_seed = {"seed": 7}
+    _run(_config(tiny_cache, tmp_path / "plain", **common).model_copy(update=another_seed))
+    harmonic = _config(tiny_cache, tmp_path / "harmonic", compat__model=str(old_card), compat__weight=10.0,
+                       memory__enabled=True, memory__size=32, **common)
+    _run(harmonic.model_copy(update=another_seed))
+    events = list((tmp_path / "harmonic" / "tb").glob("events.out.tfevents.*"))
+    logged = b"".join(path.read_bytes() for path in events)
+    assert b"loss/memory" in logged and b"loss/compat_cosine" in logged, "both terms joined the loss"
+    with_compat = _cosine_to(old_card, tmp_path / "harmonic", tiny_cache)
+    without = _cosine_to(old_card, tmp_path / "plain", tiny_cache)
+    assert with_compat > without + 0.1, (with_compat, without)
+
+
 def test_config_rejects_unknown_key_naming_file(tmp_path):
     from pipeline.core.errors import ConfigError
 
