@@ -114,7 +114,7 @@ def _calibrate(args) -> dict:
 def _export(args) -> dict:
     from trainer.export import export
 
-    card = export(args.run, args.out, model_id=args.model_id)
+    card = export(args.run, args.out, model_id=args.model_id, flip_average=args.flip_average)
     return json.loads(Path(card).read_text())
 
 
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="the .onnx to write (card beside it)")
     p.add_argument("--model-id", default=None)
+    p.add_argument("--flip-average", action="store_true",
+                   help="the card tells the embedder to average each face's embedding with its mirror image's")
     p.set_defaults(handler=_export)
     return parser
 

@@ -16,7 +16,7 @@ from engines.base import TensorSpec
 from engines.onnx_export import export_onnx
 from pipeline.core.align import default_template
 from pipeline.core.errors import EngineError
-from pipeline.core.model_card import ModelCard, fingerprint_file, save_card
+from pipeline.core.model_card import ModelCard, fingerprint_file, load_card, save_card
 from pipeline.core.settings import load_config
 from trainer.config import TrainConfig
 from trainer.crops import CropCache
@@ -56,9 +56,21 @@ def parity(model: torch.nn.Module, onnx: Path, batch: np.ndarray) -> float:
     return diff
 
 
+def harmonic_with(cfg: TrainConfig, summary: dict) -> dict | None:
+    """{model_id, fingerprint} of the model the run was trained to stay compatible with, or None. The run's
+    summary has it as trained; older runs name only the card, read now."""
+    if cfg.compat.model is None:
+        return None
+    if "harmonic_with" in summary:
+        return summary["harmonic_with"]
+    old = load_card(cfg.compat.model)
+    return {"model_id": old.model_id, "fingerprint": old.fingerprint}
+
+
 def export(run: str | Path, out: str | Path, model_id: str | None = None, metrics: dict | None = None,
-           thresholds: dict | None = None) -> Path:
-    """Write `out` (.onnx) and its card (.json beside it); returns the card's path."""
+           thresholds: dict | None = None, flip_average: bool = False) -> Path:
+    """Write `out` (.onnx) and its card (.json beside it); returns the card's path. A run trained with a
+    compatibility term (`compat.model`) is harmonic with that model: the card lists its fingerprint."""
     run, out = Path(run), Path(out)
     cfg, model = load_run(run)
     prep = model_preprocess(cfg.model.name)
@@ -72,16 +84,20 @@ def export(run: str | Path, out: str | Path, model_id: str | None = None, metric
     diff = parity(model, out, batch)
     summary_path = run / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    harmonic = harmonic_with(cfg, summary)
     card = ModelCard(
         model_id=model_id or out.stem, fingerprint=fingerprint_file(out), architecture=cfg.model.name,
         onnx=out.name, input_size=prep.input_size, mean=prep.mean, std=prep.std,
         template=[tuple(map(float, p)) for p in model_template(cfg.model.name)],
-        thresholds=thresholds or {},
+        thresholds=thresholds or {}, harmonic_with=[harmonic["fingerprint"]] if harmonic else [],
+        flip_average=flip_average,
         training={"data": {"cache": str(cfg.data.cache), **cache.counts,
                            "holdout_pairs": str(cfg.data.holdout_pairs) if cfg.data.holdout_pairs else None,
                            "holdout_folds": cfg.data.holdout_folds},
                   "init": cfg.model.init, "margin": cfg.mining.margin,
                   "distillation": cfg.distill.model_dump() if cfg.distill.enabled else None,
+                  "memory": cfg.memory.model_dump() if cfg.memory.enabled else None,
+                  "compat": {**cfg.compat.model_dump(mode="json"), **harmonic} if harmonic else None,
                   **summary,
                   "export_command": shlex.join(["python", "-m", "trainer", *sys.argv[1:]])},
         metrics={**(metrics or {}), "export_parity_max_abs_diff": diff},

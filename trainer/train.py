@@ -87,6 +87,7 @@ class Trainer:
             self.old_targets, old_card = old_model_targets(cache, cfg.compat.model)
             self.compat_cosine = DistillationLoss("cosine")
             log.info("harmonic with %s (%s)", old_card.model_id, old_card.fingerprint)
+            self.harmonic_with = {"model_id": old_card.model_id, "fingerprint": old_card.fingerprint}
         self.pool_miner = PoolMiner(cfg.mining.margin)
         self.pool_loss = TripletLoss(cfg.mining.margin)
         self.memory = MemoryBank(cfg.memory.size, 128) if cfg.memory.enabled else None
@@ -213,6 +214,8 @@ class Trainer:
                    "steps": self.step, "wall_s": round(elapsed, 1),
                    "images_per_s": round(images / max(elapsed, 1e-9), 2),
                    "final_stage": self.curriculum.stage.miner}
+        if self.old_targets is not None:  # export reads it: the old card's file may since have been replaced
+            summary["harmonic_with"] = self.harmonic_with
         if self.ctx.is_main:
             torch.save(self.model.state_dict(), self.out / "model.pt")
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

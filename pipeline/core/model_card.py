@@ -1,20 +1,24 @@
 """The model card: the JSON sidecar that travels with every exported embedder ONNX file.
 
-It carries what inference needs (input size, normalisation, alignment template, thresholds) and what a
-reader needs to trust the model (training data, command, metrics). The gallery stores `fingerprint`
-and refuses templates from another model.
+It carries what inference needs (input size, normalisation, alignment template, thresholds, flip averaging)
+and what a reader needs to trust the model (training data, command, metrics). The gallery stores
+`fingerprint` and refuses templates from any other model, except the older models this one was trained to be
+harmonic with (`harmonic_with`): their templates and this model's probes are comparable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.core.errors import ConfigError
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 class ModelCard(BaseModel):
@@ -32,6 +36,10 @@ class ModelCard(BaseModel):
     template: list[tuple[float, float]] = Field(description="5-point alignment template, crop pixels")
     # Similarity (cosine) thresholds keyed by false-accept rate, e.g. {"1e-3": 0.52}.
     thresholds: dict[str, float] = {}
+    # Fingerprints of older models whose embeddings this one was trained to match (trainer `compat`).
+    harmonic_with: list[str] = []
+    # Embed the crop and its mirror image and use their renormalised sum.
+    flip_average: bool = False
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
 
@@ -41,6 +49,18 @@ class ModelCard(BaseModel):
         if len(value) != 5:
             raise ValueError(f"template must have 5 points, got {len(value)}")
         return value
+
+    @field_validator("harmonic_with")
+    @classmethod
+    def _fingerprints(cls, value):
+        bad = [f for f in value if not _FINGERPRINT.fullmatch(f)]
+        if bad:
+            raise ValueError(f"harmonic_with holds fingerprints (16 lowercase hex digits), got {bad}")
+        return value
+
+    def accepts(self, fingerprint: str) -> bool:
+        """Whether templates embedded by the model with this fingerprint can be compared with this model's."""
+        return fingerprint == self.fingerprint or fingerprint in self.harmonic_with
 
     def threshold_at(self, far: str | float) -> float:
         key = far if isinstance(far, str) else f"{far:.0e}".replace("e-0", "e-")

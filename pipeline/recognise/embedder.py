@@ -1,7 +1,8 @@
 """The embedder adapter: an inference engine plus the pre/post-processing its model card describes.
 
 Like insightface's model_zoo adapters it receives an engine and owns only what surrounds it: alignment
-to the card's template, normalisation, batching, and a unit-length check on the way out.
+to the card's template, normalisation, batching, flip averaging where the card asks for it, and a
+unit-length check on the way out.
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ class Embedder:
         if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (*self.size, 3) or crops_rgb.dtype != np.uint8:
             raise EngineError(f"crops must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), "
                               f"got {crops_rgb.dtype} {crops_rgb.shape}")
+        out = self._run(crops_rgb)
+        if self.card.flip_average:
+            # A face and its mirror image are the same person: their summed embedding is steadier across pose
+            # and lighting than either (the card says whether the model was measured so).
+            out += self._run(crops_rgb[:, :, ::-1])
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _run(self, crops_rgb: np.ndarray) -> np.ndarray:
         out = np.empty((len(crops_rgb), self.card.embedding_dim), np.float32)
         for start in range(0, len(crops_rgb), self.batch_size):
             batch = (crops_rgb[start:start + self.batch_size].astype(np.float32) - self.mean) / self.std

@@ -166,6 +166,13 @@ def test_compat_term_makes_a_new_model_harmonic_with_the_old(tiny_cache, tmp_pat
     with_compat = _cosine_to(old_card, tmp_path / "harmonic", tiny_cache)
     without = _cosine_to(old_card, tmp_path / "plain", tiny_cache)
     assert with_compat > without + 0.1, (with_compat, without)
+    # Its card says which model its embeddings are harmonic with, even once that card's file is replaced.
+    old_fingerprint = load_card(old_card).fingerprint
+    old_card.write_text("replaced")
+    new = load_card(export(tmp_path / "harmonic", tmp_path / "models" / "new.onnx", flip_average=True))
+    assert new.harmonic_with == [old_fingerprint] and new.accepts(old_fingerprint) and new.flip_average
+    assert new.training["compat"]["fingerprint"] == old_fingerprint and new.training["memory"]["size"] == 32
+    assert load_card(export(tmp_path / "plain", tmp_path / "models" / "plain.onnx")).harmonic_with == []
 
 
 def test_config_rejects_unknown_key_naming_file(tmp_path):

@@ -1,0 +1,64 @@
+"""Model-card options the embedder obeys: flip averaging (crop + mirror, renormalised sum) on real faces, and the
+card's list of harmonic models, validated at load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.images import read_image
+from pipeline.core.model_card import load_card
+from pipeline.recognise.embedder import DEFAULT_MODEL, Embedder
+
+PHOTOS = ["ageitgey_face_recognition_examples/knn_examples/test/obama_and_biden.jpg",
+          "ageitgey_face_recognition_examples/other_photos/two_people.jpg"]
+
+
+def card_copy(tmp_path, **changes):
+    """The shipped card with `changes`, beside the shipped ONNX (referenced by absolute path)."""
+    card = json.loads(DEFAULT_MODEL.read_text())
+    card.update(onnx=str(DEFAULT_MODEL.parent / card["onnx"]), **changes)
+    path = tmp_path / f"card-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(card))
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops(shared_data):
+    from pipeline.detect import MTCNN
+
+    detector, embedder = MTCNN(max_side=1280), Embedder()
+    out = []
+    for photo in PHOTOS:
+        image = read_image(shared_data / photo)
+        out.append(embedder.crops(image, detector.detect_one(image)))
+    embedder.close()
+    crops = np.concatenate(out)
+    assert len(crops) >= 4
+    return crops
+
+
+def test_flip_average_is_the_renormalised_sum_of_crop_and_mirror(crops, tmp_path):
+    plain, flipped = Embedder(), Embedder(card_copy(tmp_path, flip_average=True))
+    a, b = plain.embed(crops), plain.embed(np.ascontiguousarray(crops[:, :, ::-1]))
+    expected = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
+    got = flipped.embed(crops)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # A face and its mirror image get the same flip-averaged embedding; without it they differ.
+    np.testing.assert_allclose(flipped.embed(np.ascontiguousarray(crops[:, :, ::-1])), got, atol=1e-5)
+    assert np.max(np.abs(a - b)) > 1e-2
+    # Default cards embed as before: one pass, the model's own output.
+    assert not load_card(DEFAULT_MODEL).flip_average
+
+
+def test_harmonic_with_holds_fingerprints(tmp_path):
+    card = load_card(card_copy(tmp_path, harmonic_with=["0123456789abcdef"]))
+    assert card.accepts("0123456789abcdef") and card.accepts(card.fingerprint)
+    assert not card.accepts("fedcba9876543210")
+    for bad in (["not-a-fingerprint"], ["0123456789ABCDEF"], "0123456789abcdef"):
+        with pytest.raises(ConfigError, match="harmonic_with"):
+            load_card(card_copy(tmp_path, harmonic_with=bad))
