@@ -9,12 +9,18 @@ Each accepted face also keeps the embedder's aligned crop, as a JPEG (`crop_jpeg
 embedder's own size): the gallery stores it with the template, so templates can be re-embedded when the model
 changes, and the console can show what was enrolled.
 
+A video is sampled (one frame in `video_every`, `video_max_frames` at most) and its accepted frames are
+candidates: `video_templates` of them are kept (0: all), chosen by `pick_diverse`: the best by `face_quality` first,
+then each time the one farthest from those kept, never a near-duplicate of one. Every other accepted frame gets one
+of SKIPS as its reason, so a video's outcomes still count every sampled frame.
+
 A template id is the sha256 of the file's bytes (+ ":<frame>" for a video frame), so enrolling the same file
 twice, under any name or path, is recognised by the gallery as a duplicate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
@@ -31,8 +37,9 @@ from pipeline.core.images import VIDEO_SUFFIXES, read_image
 from pipeline.core.inputs import expand_inputs, find_files
 from pipeline.core.protocols import Detector, Embedder
 from pipeline.gallery.names import validate_name
+from pipeline.recognise.diverse import DUPLICATE_ABOVE, pick_diverse
 from pipeline.recognise.judge import FaceJudge
-from pipeline.recognise.quality import QualityGates
+from pipeline.recognise.quality import QualityGates, face_quality
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +47,16 @@ UNREADABLE = "unreadable or not an image"
 NO_FACE = "no face"
 SEVERAL_FACES = "several faces (use --largest)"
 REJECTIONS = (UNREADABLE, NO_FACE, SEVERAL_FACES)
+# An accepted video frame not kept as a template (see `pick_diverse`).
+SIMILAR_FRAME = "similar to a kept frame"
+NOT_DIVERSE = "not among the most diverse frames"
+SKIPS = (SIMILAR_FRAME, NOT_DIVERSE)
 
-VIDEO_EVERY = 10  # sample one frame in this many (a third of a second at 30 fps: new expressions, little repetition)
-VIDEO_MAX_FRAMES = 30  # sampled frames per video at most: more adds near-identical templates
+# Candidate frames: one in VIDEO_EVERY (a sixth of a second at 30 fps), VIDEO_MAX_FRAMES at most (10 s at 30 fps);
+# VIDEO_TEMPLATES of the accepted ones are kept (README "Enrolling from a video": measured spread and coverage).
+VIDEO_EVERY = 5
+VIDEO_MAX_FRAMES = 60
+VIDEO_TEMPLATES = 5
 DETECT_BATCH = 8  # video frames per detector call (same size, so they share P-Net calls)
 # JPEG quality of a kept enrolment crop: ~8 kB at 150 px; re-embedding the decoded JPEG lands within 0.001 cosine
 # of the template (23 faces of ../shared/data: mean 0.0005; quality 80 doubles it, 95 costs 40% more bytes).
@@ -148,15 +162,21 @@ class Enroller:
     """Judges and embeds the faces of inputs; `collect` is the one-call form."""
 
     def __init__(self, detector: Detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
-                 video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES):
+                 video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES,
+                 video_templates: int = VIDEO_TEMPLATES):
         if video_every < 1 or video_max_frames < 1:
             raise SourceError(f"video_every and video_max_frames must be >= 1, got {video_every}, "
                               f"{video_max_frames}")
+        if isinstance(video_templates, bool) or not isinstance(video_templates, (int, np.integer)) \
+                or video_templates < 0:
+            raise SourceError(f"video_templates must be an integer >= 0 (0 keeps every accepted frame), "
+                              f"got {video_templates!r}")
         self.detector, self.embedder, self.gates = detector, embedder, gates
         self.largest = largest
         # Every measure of every rejection goes into the report, even of a face too small to embed.
         self._judge = FaceJudge(embedder, gates, measure_rejected=True)
         self.video_every, self.video_max_frames = video_every, video_max_frames
+        self.video_templates = int(video_templates)
 
     def add_file(self, path: Path, report: EnrollmentReport) -> None:
         """Judge `path` (an image, or a video by extension) and append its outcome(s) to `report`."""
@@ -205,14 +225,36 @@ class Enroller:
         return int(np.argmax(faces.area))
 
     def _add_video(self, path: Path, digest: str, report: EnrollmentReport) -> None:
+        candidates = EnrollmentReport()
         batch: list[tuple[int, np.ndarray]] = []
         for number, frame in self._sampled_frames(path):
             batch.append((number, frame))
             if len(batch) == DETECT_BATCH:
-                self._judge_frames(path, digest, batch, report)
+                self._judge_frames(path, digest, batch, candidates)
                 batch = []
         if batch:
-            self._judge_frames(path, digest, batch, report)
+            self._judge_frames(path, digest, batch, candidates)
+        self._keep_diverse(candidates, report)
+
+    def _keep_diverse(self, candidates: EnrollmentReport, report: EnrollmentReport) -> None:
+        """Move a video's outcomes into `report` in frame order, accepting only the `video_templates` chosen."""
+        matrix = candidates.matrix()
+        if self.video_templates == 0 or len(matrix) <= 1:
+            chosen = list(range(len(matrix)))
+        else:
+            quality = np.array([face_quality(o.measures) for o in candidates.accepted])
+            chosen = pick_diverse(matrix, quality, self.video_templates)
+        kept = set(chosen)
+        row = 0  # the accepted outcomes are the rows of `matrix`, in order
+        for outcome in candidates.outcomes:
+            if not outcome.accepted:
+                report.outcomes.append(outcome)
+                continue
+            if row in kept:
+                report.accept(outcome, candidates.embeddings[row], candidates.crop_jpegs[row])
+            else:
+                report.outcomes.append(skipped(outcome, matrix, row, chosen, candidates.accepted))
+            row += 1
 
     def _judge_frames(self, path: Path, digest: str, batch: list[tuple[int, np.ndarray]],
                       report: EnrollmentReport) -> None:
@@ -242,11 +284,22 @@ class Enroller:
             capture.release()
 
 
+def skipped(outcome: Outcome, matrix: np.ndarray, row: int, chosen: list[int], accepted: list[Outcome]) -> Outcome:
+    """Accepted video frame `row` of `matrix` not among the `chosen` rows: why, and the kept frame nearest to it."""
+    cosines = matrix[chosen] @ matrix[row]
+    nearest = int(np.argmax(cosines))
+    reason = SIMILAR_FRAME if cosines[nearest] >= DUPLICATE_ABOVE else NOT_DIVERSE
+    detail = (f"cosine {cosines[nearest]:.3f} to frame {accepted[chosen[nearest]].frame}; "
+              f"{len(chosen)} of {len(matrix)} accepted frames kept")
+    return dataclasses.replace(outcome, template_id=None, reason=reason, detail=detail)
+
+
 def collect(inputs: Sequence[str | Path], detector, embedder: Embedder, gates: QualityGates, largest: bool = False,
             video_every: int = VIDEO_EVERY, video_max_frames: int = VIDEO_MAX_FRAMES,
+            video_templates: int = VIDEO_TEMPLATES,
             on_file: Callable[[Path], None] | None = None) -> EnrollmentReport:
     """Judge every image and video under `inputs` (files or folders); `on_file(path)` after each file."""
-    enroller = Enroller(detector, embedder, gates, largest, video_every, video_max_frames)
+    enroller = Enroller(detector, embedder, gates, largest, video_every, video_max_frames, video_templates)
     report = EnrollmentReport()
     for path in expand_inputs(inputs):
         enroller.add_file(path, report)
