@@ -8,7 +8,9 @@ remove, export and import them.
     add --name NAME [--largest] FILES_OR_DIRS...   enrol one person (one atomic gallery write)
     add --tree ROOT [--largest]                     one person per sub-folder of ROOT (folder name = name;
                                                     one atomic write per person)
-        [--video-every N] [--video-max-frames M]    videos (.mp4 .avi .mov .mkv): one frame in N, M at most
+        [--video-every N] [--video-max-frames M]    videos (.mp4 .avi .mov .mkv): one frame in N, M at most;
+        [--video-templates K]                       of their accepted frames the K most diverse become
+                                                    templates (default 5; 0 keeps every accepted frame)
     list                                            every identity with its template count
     show NAME                                       one identity, with its template ids
     rename OLD NEW
@@ -27,6 +29,10 @@ remove, export and import them.
                                                     person it was named: a negative template of that person
     reject --face PHOTO --not NAME                  the same from a photo
     auto list | auto remove [NAME]                  self-enrolled templates (gallery.auto_enrol): count, remove
+    migrate --model NEW_CARD [--into GALLERY] [--from-model OLD_CARD] [--dry-run]
+                                                    re-embed every person from their stored aligned crops with
+                                                    the new model into GALLERY (default <gallery>.<model_id>);
+                                                    the source gallery is only read
 
     keys create --role admin|viewer                 a new API key for serve.py's console and API (shown once)
     keys list | keys revoke KEY_ID                  the keys (id, role, created, last used; never the secret)
@@ -42,7 +48,8 @@ remove, export and import them.
 `remove NAME` forgets the person completely: templates, negative templates, sightings and their crops.
 
 Photos are judged by the quality gates (config section `quality`); every rejected input gets a line saying
-why. Exit status: 0 on success; 1 when `add` accepted no input (nothing is written); 2 on an error (one line).
+why. Exit status: 0 on success; 1 when `add` accepted no input (nothing is written) or `migrate` left people
+needing new photos; 2 on an error (one line).
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from pipeline.core.logs import configure_logging
 log = logging.getLogger("enroll")
 
 EXIT_NOTHING_ENROLLED = 1
+EXIT_NEED_NEW_PHOTOS = 1  # migrate: some people could not be re-embedded (the others were)
 EXIT_ERROR = 2
 
 
@@ -85,7 +93,8 @@ def make_enroller(cfg: AppConfig, args: argparse.Namespace):
 
     detector, embedder = make_detector(cfg), make_embedder(cfg, args.model)
     return Enroller(detector, embedder, quality_gates(cfg), largest=args.largest,
-                    video_every=args.video_every, video_max_frames=args.video_max_frames)
+                    video_every=args.video_every, video_max_frames=args.video_max_frames,
+                    video_templates=args.video_templates)
 
 
 # -- add ----------------------------------------------------------------------------------------------
@@ -105,7 +114,7 @@ def plan_add(args: argparse.Namespace) -> dict[str, list[Path]]:
 
 def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     """Embed each identity's files and write it at once; a summary at the end."""
-    from pipeline.recognise.enrollment import EnrollmentReport
+    from pipeline.recognise.enrollment import SKIPS, EnrollmentReport
 
     people_files = plan_add(args)
     enroller = make_enroller(cfg, args)
@@ -121,7 +130,8 @@ def run_add(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
                 for outcome in report.outcomes[seen:]:
                     if not outcome.accepted:
                         detail = f" ({outcome.detail})" if outcome.detail else ""
-                        out.line(f"rejected  {outcome.where}: {outcome.reason}{detail}")
+                        verb = "skipped " if outcome.reason in SKIPS else "rejected"  # a good frame, not kept
+                        out.line(f"{verb}  {outcome.where}: {outcome.reason}{detail}")
                 bar.update()
             outcomes.extend(report.outcomes)
             # Written as soon as its photos are embedded, in one atomic store write: a run that is killed keeps
@@ -403,16 +413,41 @@ def run_keys(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def run_migrate(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
+    """Re-embed the gallery for the --model card into another gallery (pipeline/app/migration.py)."""
+    from pipeline.app.migration import NEED_NEW_PHOTOS, open_migration
+    from pipeline.app.services import make_embedder, redis_client, write_safety
+    from pipeline.core.model_card import load_card
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+
+    card = load_card(args.model)  # a bad card fails here, before Redis or the model is touched
+    migration = open_migration(redis_client(cfg, args.redis_url), args.gallery, card,
+                               lambda: make_embedder(cfg, args.model), into=args.into,
+                               old_cards=[args.model.parent, DEFAULT_MODEL.parent], from_model=args.from_model,
+                               dry_run=args.dry_run, **write_safety(cfg))
+    people, into = [], migration.target.gallery
+    with tqdm(migration.people(), unit="person", desc="migrating", file=sys.stderr, disable=None,
+              leave=False) as bar:
+        for identity in bar:
+            people.append(migration.migrate(identity))
+            out.line(people[-1].line(into, args.dry_run))
+    report = migration.report(people)
+    for line in report.lines():
+        out.line(line)
+    out.result(report.as_dict())
+    return EXIT_NEED_NEW_PHOTOS if report.of(NEED_NEW_PHOTOS) else 0
+
+
 COMMANDS = {"add": run_add, "list": run_list, "show": run_show, "rename": run_rename, "remove": run_remove,
             "export": run_export, "import": run_import, "unknowns": run_unknowns, "search": run_search,
             "reject": run_reject, "auto": run_auto, "keys": run_keys, "events": site_commands.run_events,
-            "cameras": site_commands.run_cameras}
+            "cameras": site_commands.run_cameras, "migrate": run_migrate}
 
 
 # -- command line -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.recognise.embedder import DEFAULT_MODEL
-    from pipeline.recognise.enrollment import VIDEO_EVERY, VIDEO_MAX_FRAMES
+    from pipeline.recognise.enrollment import VIDEO_EVERY, VIDEO_MAX_FRAMES, VIDEO_TEMPLATES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gallery", default="default", help="gallery name (default: default)")
@@ -434,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--largest", action="store_true", help="take the largest face of a photo with several")
     add.add_argument("--video-every", type=int, default=VIDEO_EVERY, help="sample one video frame in N")
     add.add_argument("--video-max-frames", type=int, default=VIDEO_MAX_FRAMES, help="sampled frames per video")
+    add.add_argument("--video-templates", type=int, default=VIDEO_TEMPLATES, metavar="K",
+                     help="keep the K most diverse accepted frames of each video as templates "
+                          f"(default {VIDEO_TEMPLATES}; 0 keeps every accepted frame)")
     add.add_argument("inputs", nargs="*", type=Path, metavar="FILES_OR_DIRS")
     commands.add_parser("list", parents=[json_too], help="list identities")
     commands.add_parser("show", parents=[json_too], help="show one identity").add_argument("name")
@@ -460,9 +498,20 @@ def build_parser() -> argparse.ArgumentParser:
     auto_actions.add_parser("remove", parents=[json_too], help="remove them (one person, or everyone)"
                             ).add_argument("name", nargs="?", default=None)
     add_keys_parser(commands, json_too)
+    add_migrate_parser(commands, json_too)
     site_commands.add_events_parser(commands, json_too)
     site_commands.add_cameras_parser(commands, json_too)
     return parser
+
+
+def add_migrate_parser(commands, json_too) -> None:
+    migrate = commands.add_parser("migrate", parents=[json_too], help="re-embed the gallery for a new model")
+    # Also accepted before the command, like every --model; SUPPRESS keeps the global one when not given here.
+    migrate.add_argument("--model", type=Path, default=argparse.SUPPRESS, help="the new model's card (JSON)")
+    migrate.add_argument("--into", default=None, help="target gallery (default: <gallery>.<new model_id>)")
+    migrate.add_argument("--from-model", type=Path, default=None,
+                         help="the gallery's model's card (default: found by fingerprint beside --model, in models/)")
+    migrate.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
 
 
 def add_keys_parser(commands, json_too) -> None:

@@ -4,6 +4,7 @@
     python -m bench.openset                 # a readable table
     python -m bench.openset --no-peer       # facestream only
     python -m bench.openset --templates 3 --set run.score=mean_top2 --no-peer
+    python -m bench.openset --model v2.json --gallery-model v1.json --no-peer   # a v1 gallery, v2 probes
 
 The gallery is one photo (the first; `--templates K`: the first K) of each person of the model's held-out LFW
 folds with more photos than that; their other photos are the probes (mated searches); the strangers (non-mated searches) are the one-image people of
@@ -24,6 +25,10 @@ Reported, ISO/IEC 19795-1 style:
 - `face_recognition`: its own pipeline (HOG, dlib's ResNet; `bench.peers` worker, its own venv) on the same
   photos at its default `compare_faces` tolerance 0.6 (a name when the best L2 distance is <= 0.6), and its
   DIR at the same FPIRs with -distance as the score.
+
+`--gallery-model`: the gallery is embedded by that model and the probes and strangers by `--model`, as when a
+gallery enrolled with v1 meets a v2 embedder harmonic with it (`harmonic_with` on v2's card). The operating
+point is `--model`'s; cohort normalisation is not reported (its cohort would mix the two models).
 """
 
 from __future__ import annotations
@@ -141,8 +146,9 @@ def _cohort_stats(vectors: np.ndarray, cohort: np.ndarray) -> tuple[np.ndarray, 
     return scores.mean(axis=1), scores.std(axis=1)
 
 
-def facestream_embeddings(protocol: Protocol, images: Path, model: Path) -> tuple[dict, object]:
-    """Unit embeddings of every photo of the protocol through the shipped pipeline (cached), and the embedder."""
+def facestream_embeddings(protocol: Protocol, images: Path, model: Path,
+                          parts: tuple[str, ...] = ("enrolled", "probes", "strangers", "cohort")) -> tuple[dict, object]:
+    """Unit embeddings of the protocol's `parts` through the shipped pipeline (cached), and the embedder."""
     from pipeline.detect import MTCNN
     from pipeline.recognise.embedder import Embedder
     from trainer.embedding_cache import pipeline_cache
@@ -151,12 +157,10 @@ def facestream_embeddings(protocol: Protocol, images: Path, model: Path) -> tupl
     embedder = Embedder(model, threads=1)
     cache = pipeline_cache(STATE / "embeddings", images, embedder, MTCNN(), fallback_fraction=LFW_FALLBACK_FRACTION)
     embed = lambda paths, desc: cache.embed(paths, embedder.embed, desc=desc)
-    parts = {"enrolled": embed(protocol.enrolled, "enrolled"), "probes": embed(protocol.probes, "probes"),
-             "strangers": embed(protocol.strangers, "strangers"), "cohort": embed(protocol.cohort, "cohort")}
-    return parts, embedder
+    return {part: embed(getattr(protocol, part), part) for part in parts}, embedder
 
 
-def facestream_report(protocol: Protocol, parts: dict, embedder, cfg) -> dict:
+def facestream_report(protocol: Protocol, parts: dict, embedder, cfg, cross_model: bool = False) -> dict:
     from pipeline.app.services import gallery_operating_point
 
     gallery, probes, strangers = (parts[k].embeddings for k in ("enrolled", "probes", "strangers"))
@@ -170,8 +174,8 @@ def facestream_report(protocol: Protocol, parts: dict, embedder, cfg) -> dict:
             "fpir_default": shipped["fpir"], "dir_default": shipped["dir"],
             "operating_point": {"far": cfg.run.far, "open_set_far": cfg.run.open_set_far, "score": score},
             "no_detection": {name: part.no_detection for name, part in parts.items()},
-            "normalisation": normalised(gallery, probes, strangers, parts["cohort"].embeddings, truth) if k == 1
-            else None,
+            "normalisation": normalised(gallery, probes, strangers, parts["cohort"].embeddings, truth)
+            if k == 1 and not cross_model else None,
             "model": embedder.card.model_id, "fingerprint": embedder.fingerprint}
 
 
@@ -229,14 +233,24 @@ def _distances(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 def run(args) -> dict:
     from bench.machine import describe_machine
     from pipeline.app.config import load_app_config
+    from pipeline.core.errors import ConfigError
     from pipeline.core.model_card import load_card
 
     cfg = load_app_config(args.config, args.set)
     folds = list(load_card(args.model).training["data"]["holdout_folds"])
+    if not folds:
+        raise ConfigError(f"model {args.model} was trained on every LFW identity (no holdout_folds): no unseen "
+                          "people to measure it on; measure the model of its held-out recipe")
     protocol = build_protocol(args.images, args.pairs, folds, args.templates)
     started = time.perf_counter()
     parts, embedder = facestream_embeddings(protocol, args.images, args.model)
-    ours = facestream_report(protocol, parts, embedder, cfg)
+    if args.gallery_model is not None:
+        enrolled, gallery_embedder = facestream_embeddings(protocol, args.images, args.gallery_model, ("enrolled",))
+        parts = {**parts, "enrolled": enrolled["enrolled"]}
+    ours = facestream_report(protocol, parts, embedder, cfg, cross_model=args.gallery_model is not None)
+    if args.gallery_model is not None:
+        ours["gallery_model"] = {"model": gallery_embedder.card.model_id, "fingerprint": gallery_embedder.fingerprint,
+                                 "harmonic": embedder.card.accepts(gallery_embedder.fingerprint)}
     ours["seconds"] = round(time.perf_counter() - started, 1)
     peer = None if args.no_peer else face_recognition_report(protocol)
     return {"gallery_size": len(protocol.names), "templates_per_identity": protocol.templates,
@@ -282,6 +296,8 @@ def protocol_parser(description: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = protocol_parser(__doc__)
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
+    parser.add_argument("--gallery-model", type=Path, default=None,
+                        help="embed the gallery with this model's card (the probes with --model's)")
     args = parser.parse_args(argv)
 
     from bench.cli import finish

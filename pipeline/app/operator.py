@@ -31,6 +31,7 @@ from pipeline.core.errors import GalleryError, SourceError
 from pipeline.core.images import MAX_PIXELS, decode_image, read_image
 from pipeline.core.model_card import load_card
 from pipeline.gallery import GalleryStore, validate_name
+from pipeline.gallery.binding import check_model, migrate_hint
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ExactSearch, StaticSource
 from pipeline.gallery.threshold import template_counts
@@ -147,6 +148,7 @@ class Operator:
 
     def reject_photo(self, photo: Path, name: str) -> int:
         """The photo's one face (the largest of several) is not `name`."""
+        self._check_writable()
         faces = [f for f in self.photo_faces(photo) if f[1] is not None]
         if not faces:
             raise GalleryError(f"{photo}: no face passed the quality gates, nothing to reject")
@@ -230,6 +232,7 @@ class Operator:
         """Enrol uploaded photos ((file name, bytes), ...) as `name` through the gates enroll.py uses, each
         rejection with enroll.py's reason; the accepted ones in one atomic write (nothing when none is)."""
         name = validate_name(name)
+        self._check_writable()
         enroller = Enroller(self._detector, self._embedder, quality_gates(self.cfg), largest=largest)
         report = EnrollmentReport()
         with self._models, tempfile.TemporaryDirectory(prefix="facestream-upload-") as folder:
@@ -260,6 +263,7 @@ class Operator:
 
     def reject_image(self, image: np.ndarray, name: str) -> int:
         """`reject_photo` for an uploaded photo."""
+        self._check_writable()
         faces = [f for f in self.image_faces(image) if f[1] is not None]
         if not faces:
             raise GalleryError("the photo: no face passed the quality gates, nothing to reject")
@@ -283,11 +287,19 @@ class Operator:
 
     @cached_property
     def _embedder(self):
+        """The --model embedder: the gallery's model, or one harmonic with it (which matches but never writes)."""
         embedder = make_embedder(self.cfg, self.model)
-        if self.store.fingerprint and embedder.fingerprint != self.store.fingerprint:
-            raise GalleryError(f"gallery {self.store.gallery!r} holds templates of model {self.store.fingerprint}; "
-                               f"--model {self.model} is {embedder.fingerprint}")
+        check_model(self.store.meta(), self.store.gallery, embedder.fingerprint, embedder.card.harmonic_with)
         return embedder
+
+    def _check_writable(self) -> None:
+        """GalleryError unless the embedder is the gallery's own model: a harmonic model's faces are compared with
+        the gallery's templates but never join them, as templates or as negatives (binding.py)."""
+        bound, fingerprint = self.store.fingerprint, self._embedder.fingerprint
+        if bound and bound != fingerprint:
+            raise GalleryError(f"gallery {self.store.gallery!r} holds templates of model {bound}; model "
+                               f"{fingerprint} (--model {self.model}) may match them but not add to them: "
+                               f"re-embed the gallery for it first ({migrate_hint(self.store.gallery)})")
 
     @cached_property
     def _detector(self):

@@ -97,9 +97,10 @@ def write_safety(cfg: AppConfig) -> dict:
     return {"wait_replicas": cfg.redis.wait_replicas, "wait_timeout_ms": cfg.redis.wait_timeout_ms}
 
 
-def open_gallery(client, gallery: str, fingerprint: str, **safety) -> GalleryStore:
-    """The gallery as it was created; GalleryError if it holds templates of another model than the embedder's."""
-    return GalleryStore.open(client, gallery, fingerprint=fingerprint, **safety)
+def open_gallery(client, gallery: str, fingerprint: str, harmonic_with: Sequence[str] = (), **safety) -> GalleryStore:
+    """The gallery as it was created, to match against; GalleryError if it holds templates of a model other than
+    the embedder's and those its card is harmonic with (`harmonic_with`)."""
+    return GalleryStore.open(client, gallery, fingerprint=fingerprint, harmonic_with=harmonic_with, **safety)
 
 
 def make_search(cfg: GalleryConfig, mirror: GalleryMirror, store: GalleryStore) -> Search:
@@ -156,7 +157,12 @@ class LiveGallery:
 def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_url: str | None = None) -> LiveGallery:
     """Connect, open `gallery` for `embedder`'s model, start its mirror, and build the matcher (`run` section)."""
     client = redis_client(cfg, redis_url)
-    store = open_gallery(client, gallery, embedder.fingerprint, **write_safety(cfg))
+    store = open_gallery(client, gallery, embedder.fingerprint, embedder.card.harmonic_with,
+                         **write_safety(cfg))
+    if store.fingerprint not in (None, embedder.fingerprint):
+        log.info("gallery %r holds templates of model %s; model %s is harmonic with it: matching them "
+                 "(enrol and self-enrol refused until it is migrated)", gallery, store.fingerprint,
+                 embedder.fingerprint)
     mirror = GalleryMirror(store).start()
     try:
         operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, embedder.card, counts))
@@ -173,11 +179,12 @@ def gallery_operating_point(cfg: AppConfig, card, templates_per_identity: Sequen
     return operating_point(card, run.far, run.open_set_far, templates_per_identity, run.score, run.threshold)
 
 
-def self_enrolment(cfg: AppConfig, store: GalleryStore) -> Callable | None:
-    """`gallery.auto_enrol`: the EventStage's self-enrolment hook (identity id, embedding, match, strong), or None."""
+def self_enrolment(cfg: AppConfig, store: GalleryStore, fingerprint: str | None = None) -> Callable | None:
+    """`gallery.auto_enrol`: the EventStage's self-enrolment hook (identity id, embedding, match, strong), or None.
+    `fingerprint`: the embedder's model; faces are never added to a gallery of another (harmonic) model."""
     if not cfg.gallery.auto_enrol:
         return None
-    policy = SelfEnrolment(**cfg.self_enrolment.model_dump())
+    policy = SelfEnrolment(**cfg.self_enrolment.model_dump(), fingerprint=fingerprint)
 
     def offer(identity_id: str, embedding, match, strong: bool):
         try:

@@ -110,7 +110,7 @@ class Session:
                              masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources},
                              cameras=camera_detectors(cfg, self.detector, [c for c, _ in opts.sources]))
         self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
-        self.self_enrol = self_enrolment(cfg, self.store)
+        self.self_enrol = self_enrolment(cfg, self.store, self.embedder.fingerprint)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),
                                         include_crops=self.bus.include_crops, verifier=verifier(cfg),

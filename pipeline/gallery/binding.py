@@ -2,21 +2,35 @@
 
 The first write fixes them; later writes and every opening are checked against them, so one gallery never mixes
 two models, two dims or two encodings. An empty `meta` is a gallery never written (or cleared).
+
+Matching and writing differ for a harmonic model (one whose card lists the gallery's model in `harmonic_with`):
+its probes may be compared with the older model's templates, so `check_model` lets it open the gallery to
+match, but `bind` still refuses its templates — a gallery holding two models' templates could never be told
+apart again, nor migrated. `enroll.py migrate` re-embeds a gallery for the new model instead.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from pipeline.core.errors import GalleryError
 
 FORMAT_VERSION = "1"
 
 
-def check_model(meta: dict[str, str], gallery: str, fingerprint: str) -> None:
-    """GalleryError if the gallery holds templates of another model than `fingerprint` (the embedder's)."""
+def check_model(meta: dict[str, str], gallery: str, fingerprint: str, harmonic_with: Collection[str] = ()) -> None:
+    """GalleryError unless the gallery is unbound or holds templates of `fingerprint` (the embedder's model) or
+    of a model in `harmonic_with` (the older models the embedder's card says it can be compared with)."""
     bound = meta.get("fingerprint")
-    if bound and bound != fingerprint:
+    if bound and bound != fingerprint and bound not in harmonic_with:
+        harmonic = f" (harmonic with {', '.join(sorted(harmonic_with))} only)" if harmonic_with else ""
         raise GalleryError(f"gallery {gallery!r} holds templates of model {bound}, but the embedder is model "
-                           f"{fingerprint}: use the gallery's model (--model) or re-enrol into another gallery")
+                           f"{fingerprint}{harmonic}: use the gallery's model (--model), or re-embed the gallery "
+                           f"for the new model: {migrate_hint(gallery)}")
+
+
+def migrate_hint(gallery: str) -> str:
+    return f"enroll.py --gallery {gallery} migrate --model NEW_CARD.json"
 
 
 def bind(meta: dict[str, str], gallery: str, dtype: str, server_index: bool, dim: int,
@@ -40,6 +54,9 @@ def bind(meta: dict[str, str], gallery: str, dtype: str, server_index: bool, dim
                            "import it into a new gallery opened with server_index=True")
     bound = meta.get("fingerprint")
     if bound and bound != fingerprint:
+        # Even from a model harmonic with `bound`: see the module notes.
         raise GalleryError(f"gallery {gallery!r} holds templates of model {bound}; refusing templates of "
-                           f"model {fingerprint} — re-enrol or use another gallery")
+                           f"model {fingerprint} (one gallery never mixes two models' templates, harmonic or "
+                           f"not): enrol into another gallery, or first re-embed this one for model "
+                           f"{fingerprint} and enrol there: {migrate_hint(gallery)}")
     return ({} if bound else {"fingerprint": fingerprint}), indexed

@@ -22,11 +22,16 @@ wrong, and they run in this order (the first that fails is the decision's reason
 
 An accepted face is added with template id `auto-<sha1 of its int8-rounded embedding, 16 hex>` (AUTO_PREFIX),
 in a write that re-checks, atomically, that the identity is still the one matched and still under the cap.
+
+Given the embedder's `fingerprint`, a face that passed every rule is still not added to a gallery bound to another
+model (a harmonic model matching an older model's gallery: binding.py): a gallery never mixes two models'
+templates. That decision is OTHER_MODEL, logged once as a warning, and the live pipeline carries on matching.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
@@ -37,6 +42,8 @@ from pipeline.gallery import codec
 from pipeline.gallery.identity import AUTO_PREFIX, RECORD_FIELD, is_auto
 from pipeline.gallery.store import GalleryStore
 
+log = logging.getLogger(__name__)
+
 ADDED = "added"
 WEAK_FACE = "weak_face"  # 1: not through the strict quality gates
 LOW_SIMILARITY = "low_similarity"  # 2: below threshold + margin_above
@@ -46,6 +53,7 @@ AUTO_CAP = "auto_cap"  # 4: max_auto auto templates already
 NOT_DIVERSE = "not_diverse"  # 5: too like a template it already has
 DRIFT = "drift"  # 6: no longer matches the manual templates
 DUPLICATE = "duplicate"  # the very same auto template id was already stored
+OTHER_MODEL = "other_model"  # the gallery holds another (older, harmonic) model's templates than the embedder's
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,10 @@ class _Refused(GalleryError):
 
 class SelfEnrolment:
     """`SelfEnrolment().consider(store, identity_id, embedding, similarity, runner_up, threshold, strong)`;
-    `decisions` counts every decision by reason."""
+    `decisions` counts every decision by reason. `fingerprint`: the embedder's model (None: the gallery's own)."""
 
     def __init__(self, margin_above: float = 0.10, min_margin: float = 0.10, diversity: float = 0.92,
-                 max_auto: int = 5):
+                 max_auto: int = 5, fingerprint: str | None = None):
         for label, value in (("margin_above", margin_above), ("min_margin", min_margin)):
             if not 0.0 <= value <= 2.0:
                 raise GalleryError(f"self-enrolment {label} must be a cosine margin in [0, 2], got {value!r}")
@@ -79,6 +87,8 @@ class SelfEnrolment:
         self.margin_above, self.min_margin = float(margin_above), float(min_margin)
         self.diversity, self.max_auto = float(diversity), max_auto
         self.decisions: Counter[str] = Counter()
+        self.fingerprint = fingerprint
+        self._warned_other_model = False
 
     def consider(self, store: GalleryStore, identity_id: str, embedding: np.ndarray, similarity: float,
                  runner_up_similarity: float | None, threshold: float, strong: bool) -> Decision:
@@ -120,9 +130,12 @@ class SelfEnrolment:
     def _add(self, store: GalleryStore, identity_id: str, name: str, face: np.ndarray) -> Decision:
         template_id = auto_template_id(face)
         key = store.keys.identity(identity_id)
-        fingerprint = store.fingerprint
-        if fingerprint is None:  # the gallery was cleared since read_full
+        bound = store.fingerprint
+        if bound is None:  # the gallery was cleared since read_full
             return Decision(False, NO_IDENTITY)
+        if self.fingerprint is not None and bound != self.fingerprint:
+            self._warn_other_model(store.gallery, bound)
+            return Decision(False, OTHER_MODEL)
 
         def still_matched(written_id: str):
             # On the state the write commits against: the name still means the identity matched (not removed,
@@ -134,12 +147,21 @@ class SelfEnrolment:
                 raise _Refused(AUTO_CAP)
             return lambda pipe: None
         try:
-            result = store.add(name, face[None], [template_id], fingerprint, also=still_matched)
+            # The embedder's model (bind refuses it should the gallery be re-bound meanwhile), else the gallery's.
+            result = store.add(name, face[None], [template_id], self.fingerprint or bound, also=still_matched)
         except _Refused as refused:
             return Decision(False, refused.reason)
         if not result.added:
             return Decision(False, DUPLICATE)
         return Decision(True, ADDED, template_id)
+
+    def _warn_other_model(self, gallery: str, bound: str) -> None:
+        if not self._warned_other_model:
+            self._warned_other_model = True
+            log.warning("self-enrolment is off for gallery %r: it holds templates of model %s and the embedder is "
+                        "model %s (harmonic with it: faces are matched, never added); re-embed the gallery for "
+                        "this model with enroll.py --gallery %s migrate --model NEW_CARD.json to self-enrol",
+                        gallery, bound, self.fingerprint, gallery)
 
 
 def _check_finite(label: str, value) -> None:

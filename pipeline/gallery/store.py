@@ -25,7 +25,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Literal
@@ -85,11 +85,13 @@ class GalleryStore(TemplateEdits):
 
     @classmethod
     def open(cls, client: redis.Redis, gallery: str = "default", *, fingerprint: str | None = None,
-             dtype_for_new: Literal["float32", "int8"] = "float32", server_index_for_new: bool = False,
-             reconnect: Callable[[], redis.Redis] | None = None, wait_replicas: int = 0,
-             wait_timeout_ms: int = 2000) -> GalleryStore:
+             harmonic_with: Collection[str] = (), dtype_for_new: Literal["float32", "int8"] = "float32",
+             server_index_for_new: bool = False, reconnect: Callable[[], redis.Redis] | None = None,
+             wait_replicas: int = 0, wait_timeout_ms: int = 2000) -> GalleryStore:
         """The store of `gallery` as it was created (its dtype and server index; the `_for_new` settings only
-        apply to a gallery never written). With `fingerprint`: GalleryError if it holds another model's templates.
+        apply to a gallery never written). With `fingerprint`: GalleryError if it holds templates of a model other
+        than that one and those in `harmonic_with` (binding.check_model: to match; writes still take only the
+        gallery's own model).
         """
         meta = cls(client, gallery).meta()
         new = not meta.get("dtype")
@@ -97,7 +99,7 @@ class GalleryStore(TemplateEdits):
                     server_index=server_index_for_new if new else meta.get("server_index") == "1", reconnect=reconnect,
                     wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
         if fingerprint is not None:
-            check_model(meta, store.gallery, fingerprint)
+            check_model(meta, store.gallery, fingerprint, harmonic_with)
         return store
 
     def reconnect(self, client: redis.Redis | None = None) -> None:

@@ -104,6 +104,22 @@ def test_each_rule(store, redis_client, case):
         assert decision.template_id is None and gallery_keys(redis_client) == before
 
 
+def test_a_harmonic_models_faces_are_never_added_to_the_older_models_gallery(store, redis_client, caplog):
+    # The live pipeline runs model-2 (harmonic with model-1) against Ada's model-1 gallery: it matches her, but a
+    # face that passes every rule is a decision, not a crash, and is warned about once.
+    enrol = SelfEnrolment(fingerprint="model-2")
+    before = gallery_keys(redis_client)
+    with caplog.at_level("WARNING", logger="pipeline.gallery.self_enrol"):
+        decisions = [consider(enrol, store, at(cos)) for cos in (0.8, 0.75, 0.7)]
+    assert [d.reason for d in decisions] == [se.OTHER_MODEL] * 3 and not any(d.added for d in decisions)
+    assert enrol.decisions == {se.OTHER_MODEL: 3} and gallery_keys(redis_client) == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "model-1" in warnings[0] and "model-2" in warnings[0] and "migrate --model" in warnings[0]
+    # Its own model's gallery: added, under the embedder's fingerprint.
+    assert consider(SelfEnrolment(fingerprint="model-1"), store, at(0.8)).reason == se.ADDED
+
+
 def test_an_identity_that_is_gone_is_a_decision_not_an_error(store, redis_client):
     enrol = SelfEnrolment()
     assert enrol.consider(store, "0" * 32, at(0.8), 0.8, 0.2, THRESHOLD, True).reason == se.NO_IDENTITY

@@ -114,7 +114,8 @@ def test_int8_gallery_round_trip_and_dtype_mismatch(redis_client):
 def test_other_model_is_refused_naming_both_fingerprints(store):
     store.add("Ada", unit(1), ["a"], "facenet-v1")
     with pytest.raises(GalleryError, match=r"gallery 'test' holds templates of model facenet-v1; refusing "
-                                           r"templates of model facenet-v2 — re-enrol or use another gallery"):
+                                           r"templates of model facenet-v2 .*enroll.py --gallery test migrate "
+                                           r"--model NEW_CARD.json"):
         store.add("Bob", unit(1), ["b"], "facenet-v2")
     store.remove("Ada")  # an empty gallery is unbound: re-enrolment with the new model works
     assert store.fingerprint is None
@@ -138,9 +139,29 @@ def test_open_refuses_another_models_gallery_naming_both_fingerprints(store):
     assert GalleryStore.open(store.client, "test", fingerprint="facenet-v2").meta() == {}  # empty: unbound
     store.add("Ada", unit(1), ["a"], "facenet-v1")
     with pytest.raises(GalleryError, match=r"gallery 'test' holds templates of model facenet-v1, but the embedder "
-                                           r"is model facenet-v2: use the gallery's model \(--model\) or re-enrol"):
+                                           r"is model facenet-v2: use the gallery's model \(--model\), or re-embed "
+                                           r"the gallery for the new model: enroll.py --gallery test migrate "
+                                           r"--model NEW_CARD.json"):
         GalleryStore.open(store.client, "test", fingerprint="facenet-v2")
     assert GalleryStore.open(store.client, "test").fingerprint == "facenet-v1"  # no fingerprint: no check
+
+
+def test_a_harmonic_model_opens_an_older_models_gallery_to_match_but_never_writes_to_it(store):
+    store.add("Ada", unit(1), ["a"], "facenet-v1")
+    # The embedder's card lists the gallery's model in harmonic_with: opened, snapshot as stored.
+    opened = GalleryStore.open(store.client, "test", fingerprint="facenet-v2", harmonic_with=["facenet-v1"])
+    assert opened.snapshot().names == ["Ada"] and opened.fingerprint == "facenet-v1"
+    # Harmonic with other models only: refused, naming both and what it is harmonic with.
+    with pytest.raises(GalleryError, match=r"holds templates of model facenet-v1, but the embedder is model "
+                                           r"facenet-v2 \(harmonic with facenet-v0 only\).*migrate --model"):
+        GalleryStore.open(store.client, "test", fingerprint="facenet-v2", harmonic_with=["facenet-v0"])
+    before = gallery_keys(store.client)
+    for write in (lambda: opened.add("Bob", unit(1, seed=1), ["b"], "facenet-v2"),
+                  lambda: opened.add("Ada", unit(1, seed=1), ["a2"], "facenet-v2"),
+                  lambda: opened.add_many([("Cy", unit(1, seed=2), ["c"])], "facenet-v2")):
+        with pytest.raises(GalleryError, match="refusing templates of model facenet-v2 .*never mixes"):
+            write()
+    assert gallery_keys(store.client) == before  # nothing stored changed
 
 
 BAD_EMBEDDINGS = {
