@@ -124,7 +124,7 @@ def photo_clusters(cfg, gallery, embedder):
 
     if not cfg.unknowns.keep:
         return PhotoClusters(online=online_clusters(cfg, embedder.card))
-    store = unknown_store(cfg, gallery.client, gallery.store.gallery)
+    store = unknown_store(cfg, gallery.client, gallery.store.gallery, embedder.fingerprint)
     return PhotoClusters(directory=unknown_directory(cfg, store, embedder.card))
 
 

@@ -59,3 +59,29 @@ def enrol_photos(redis_server, shared_data):
             store.add(name, embedder.embed(embedder.crops(image, largest)), [photo], embedder.fingerprint)
         return gallery
     return enrol
+
+
+@pytest.fixture(scope="session")
+def harmonic_card(tmp_path_factory) -> Path:
+    """A "v2" model card harmonic with the shipped model: the shipped graph with other ONNX metadata (so the same
+    embedding of the same crop) under another fingerprint, its card listing the shipped fingerprint in
+    `harmonic_with` (as tests/app/test_migrate.py builds it)."""
+    import onnx
+
+    from pipeline.core.model_card import (
+        fingerprint_file,
+        load_card,
+        onnx_path,
+        save_card,
+    )
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+
+    old = load_card(DEFAULT_MODEL)
+    folder = tmp_path_factory.mktemp("harmonic-v2")
+    model = onnx.load(str(onnx_path(old, DEFAULT_MODEL)))
+    model.doc_string = "the default model's graph under another fingerprint (tests/conftest.py)"
+    onnx.save(model, str(folder / "v2.onnx"))
+    card = old.model_copy(update={"model_id": "facestream-test-v2", "fingerprint": fingerprint_file(folder / "v2.onnx"),
+                                  "onnx": "v2.onnx", "harmonic_with": [old.fingerprint]})
+    assert card.fingerprint != old.fingerprint
+    return save_card(card, folder / "harmonic.json")

@@ -114,6 +114,8 @@ class Operator:
         return self.unknowns.cluster(cluster_id), self.unknowns.sightings(cluster_id, limit=limit)
 
     def name(self, cluster_id: str, name: str) -> operations.Named:
+        """The cluster's faces become templates of the model that saw them (refused if not the gallery's);
+        `fingerprint` only stands in for faces stored before models were recorded."""
         return operations.name_cluster(self.unknowns, self.store, cluster_id, name, self.fingerprint,
                                        self.identity_threshold())
 
@@ -167,7 +169,8 @@ class Operator:
         results = []
         for box, embedding, rejected in self.image_faces(image):
             found = [] if embedding is None else operations.search_face(
-                embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit, snapshot)
+                embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit, snapshot,
+                self._comparable, self._embedder.fingerprint)
             results.append(PhotoFace(box, found, rejected))
         return results
 
@@ -205,7 +208,7 @@ class Operator:
         matches = iter(Matcher(ExactSearch(snapshot), threshold, score=self.cfg.run.score,
                                negatives=StaticSource(snapshot)).match(np.stack(embeddings).astype(np.float32))
                        if len(snapshot.identity_ids) else [None] * len(embeddings))
-        members = self.unknowns.members()
+        members = self.unknowns.members(model=self._embedder.fingerprint)  # the clusters a live run would join
         cluster_threshold = self.cluster_threshold(members)
         out = []
         for box, marks, score, embedding, why in judged:
@@ -277,8 +280,9 @@ class Operator:
         return gallery_operating_point(self.cfg, self.card, template_counts(snapshot)).threshold
 
     def cluster_threshold(self, members=None) -> float:
-        """The directory's assignment threshold (`members`: as already read, else read now)."""
-        members = self.unknowns.members() if members is None else members
+        """The directory's assignment threshold (`members`: as already read, else read now: the embedder's
+        model's clusters)."""
+        members = self.unknowns.members(model=self._embedder.fingerprint) if members is None else members
         counts = np.bincount(members.owner, minlength=len(members.cluster_ids)) if len(members.owner) else []
         return assignment_threshold(self.card, [int(c) for c in counts if c > 0], self.cfg.unknowns.merge_rate)
 
@@ -291,6 +295,12 @@ class Operator:
         embedder = make_embedder(self.cfg, self.model)
         check_model(self.store.meta(), self.store.gallery, embedder.fingerprint, embedder.card.harmonic_with)
         return embedder
+
+    @property
+    def _comparable(self) -> frozenset[str]:
+        """The models whose faces the embedder's may be compared with: its own, and those its card is harmonic
+        with (as matching a gallery allows)."""
+        return frozenset({self._embedder.fingerprint, *self._embedder.card.harmonic_with})
 
     def _check_writable(self) -> None:
         """GalleryError unless the embedder is the gallery's own model: a harmonic model's faces are compared with

@@ -199,25 +199,29 @@ def self_enrolment(cfg: AppConfig, store: GalleryStore, fingerprint: str | None 
 
 
 # -- unknown people: what is kept of them, and how they are grouped (pipeline/unknowns) -----------------------
-def unknown_store(cfg: AppConfig, client, gallery: str) -> UnknownStore:
+def unknown_store(cfg: AppConfig, client, gallery: str, model: str | None = None) -> UnknownStore:
+    """`model`: the fingerprint of the embedder whose faces it records (every writer of sightings passes it);
+    None for the operator's store, which only reads, moves and deletes them."""
     u = cfg.unknowns
     return UnknownStore(client, gallery, retention_s=u.retention_days * DAY_S, max_sightings=u.max_sightings,
-                        max_per_cluster=u.max_per_cluster, crop_px=u.crop_px)
+                        max_per_cluster=u.max_per_cluster, crop_px=u.crop_px, model=model)
 
 
 def unknown_directory(cfg: AppConfig, store: UnknownStore, card) -> UnknownDirectory:
-    """The live clusters of `store`, assigning at the `unknowns.merge_rate` operating point of `card`."""
+    """The live clusters of `store` (of its model), assigning at the `unknowns.merge_rate` operating point of
+    `card`."""
     u = cfg.unknowns
     return UnknownDirectory(store, lambda members: assignment_threshold(card, members, u.merge_rate),
                             merge_threshold(card, u.merge_far), min_merge_size=u.min_merge_size, refresh_s=u.refresh_s,
                             recluster_every_s=u.recluster_every_s, purge_every_s=u.purge_every_s)
 
 
-def unknown_recorder(cfg: AppConfig, client, gallery: str, card) -> UnknownRecorder | None:
-    """The video path's memory of unknown faces; None when `unknowns.keep` is false (nothing of a face kept)."""
+def unknown_recorder(cfg: AppConfig, client, gallery: str, card, model: str) -> UnknownRecorder | None:
+    """The video path's memory of unknown faces, recorded as faces of `model` (the embedder's fingerprint); None
+    when `unknowns.keep` is false (nothing of a face kept)."""
     if not cfg.unknowns.keep:
         return None
-    directory = unknown_directory(cfg, unknown_store(cfg, client, gallery), card)
+    directory = unknown_directory(cfg, unknown_store(cfg, client, gallery, model), card)
     return UnknownRecorder(directory, cfg.unknowns.max_per_track)
 
 

@@ -109,7 +109,8 @@ class Session:
                              motion_gates=partial(motion_gate, cfg) if regions is not None else None,
                              masks={c: detect_settings(cfg, c)["masks"] for c, _ in opts.sources},
                              cameras=camera_detectors(cfg, self.detector, [c for c, _ in opts.sources]))
-        self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card)
+        self.unknowns = unknown_recorder(cfg, self.client, self.store.gallery, self.embedder.card,
+                                         self.embedder.fingerprint)
         self.self_enrol = self_enrolment(cfg, self.store, self.embedder.fingerprint)
         self.recognise = RecogniseStage(video_face_judge(cfg, self.embedder), matcher, self.bus, self.metrics,
                                         tracker_factory(cfg), identity_voter(cfg),

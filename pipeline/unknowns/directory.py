@@ -15,6 +15,9 @@ Re-clustering (clustering.merge_groups) merges clusters whose average-linkage si
 `merge_threshold` and that hold `min_merge_size` tracks together (two lone tracks never merge: across the
 C^2/2 pairs of a big directory that is where false merges come from); the oldest id of a group survives and
 the others become its aliases.
+
+The directory sees the clusters of its store's model only (UnknownStore.members): a harmonic model's run beside
+an older model's clusters starts its own, and neither assigns to nor merges with the other's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipeline.unknowns.clustering import (
     merge_groups,
     track_query,
 )
+from pipeline.unknowns.provenance import model_label
 from pipeline.unknowns.sightings import Members, Purged, Seen, UnknownStore
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ class UnknownDirectory:
         self.clock = clock
         self.max_members, self.min_merge_size = int(max_members), int(min_merge_size)
         self.members: Members = store.members(self.max_members)
+        self._note_other_models()
         started = clock()
         self._checked = self._reclustered = started
         self._purged = -float("inf")  # purge at the first maintenance call
@@ -154,6 +159,16 @@ class UnknownDirectory:
         self.members = self.store.members(self.max_members)
 
     # -- internals --------------------------------------------------------------------------------------
+    def _note_other_models(self) -> None:
+        """Say once, at the start, that another model's clusters are kept apart from this run's."""
+        mine = self.store.writer_model()
+        others = {m: n for m, n in self.store.models().items() if m != mine}
+        if others:
+            log.warning("unknowns of gallery %r: %s kept apart from this run's model %s: faces of two models are "
+                        "never clustered together (this run starts its own clusters)", self.store.gallery,
+                        ", ".join(f"{n} cluster(s) of model {model_label(m)}" for m, n in others.items()),
+                        model_label(mine))
+
     def _counts(self) -> list[int]:
         """Members per cluster (what the assignment threshold's comparisons count)."""
         m = self.members

@@ -2,13 +2,14 @@
 so naming a cluster (sightings move to a person, a template is added) is one MULTI/EXEC on a cluster too.
 
     fs:{g}:sight:<sid>        hash   one sighting: camera, track, time, quality, event, emb (int8 codec.py),
-                                     crop (JPEG); EXPIREs a day after its retention as a backstop
+                                     crop (JPEG), model (the embedder's fingerprint; absent when stored before
+                                     models were: the gallery's); EXPIREs a day after its retention as a backstop
     fs:{g}:sight-owner        hash   sid -> "<owner>[ <event id>]": never expires, so a purge can always clean
                                      the indexes of a sighting whose hash the backstop already removed
     fs:{g}:sightings          zset   sid -> time: every sighting, oldest first (retention, size cap)
     fs:{g}:owned:<owner>      zset   sid -> time: the sightings of one cluster ("unknown-<8 hex>") or of one
                                      enrolled identity (its gallery id: confirmations, for search and reject)
-    fs:{g}:unknowns           hash   cluster id -> JSON {created, last_seen}
+    fs:{g}:unknowns           hash   cluster id -> JSON {created, last_seen, model} (model as a sighting's)
     fs:{g}:unknown-alias      hash   merged cluster id -> the id it was merged into; named cluster id ->
                                      "identity:<id>": old ids in events stay resolvable
     fs:{g}:sight-events       hash   event id -> sid: the face behind an identity_confirmed event

@@ -11,11 +11,16 @@ same rules and the same atomicity.
 - `reject_event` / `reject_face`: the face behind an event (its kept sighting), or a photo's face, becomes a
   negative template of the identity it was wrongly given (GalleryStore.add_negatives): the matcher then refuses
   that identity for faces closer to its negatives than to its templates.
+
+Faces keep the model that embedded them (sightings.py): naming a cluster or rejecting an event whose faces are of
+another model than the gallery's templates, and searching with a face those faces cannot be compared with, are
+refused before anything is written (provenance.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +31,12 @@ from pipeline.gallery.snapshot import Snapshot
 from pipeline.gallery.store import GalleryStore
 from pipeline.unknowns.clustering import track_query
 from pipeline.unknowns.keys import validate_cluster_id
+from pipeline.unknowns.provenance import (
+    check_comparable,
+    check_nameable,
+    check_rejectable,
+    one_model,
+)
 from pipeline.unknowns.sightings import Sighting, UnknownStore
 
 MAX_TEMPLATES = 10  # per naming: enough to cover poses, few enough that one mixed-in stranger cannot dominate
@@ -74,7 +85,8 @@ def name_cluster(unknowns: UnknownStore, gallery: GalleryStore, cluster_id: str,
                  min_similarity: float, max_templates: int = MAX_TEMPLATES) -> Named:
     """Enrol cluster `cluster_id` as `name` (see the module notes); `min_similarity`: a face's least cosine to the
     cluster's centre to be enrolled (the gallery's match threshold: a face the person would not be matched by
-    is not the person's)."""
+    is not the person's). The templates are of the model that saw the faces; `fingerprint` (the gallery's) only
+    for faces of no recorded model. GalleryError, nothing written, if the gallery holds another model's."""
     cluster_id = validate_cluster_id(cluster_id)
     if max_templates < 1:
         raise GalleryError(f"max_templates must be at least 1, got {max_templates}")
@@ -82,11 +94,13 @@ def name_cluster(unknowns: UnknownStore, gallery: GalleryStore, cluster_id: str,
     if not faces:
         unknowns.cluster(cluster_id)  # says where a merged, named or forgotten id went
         raise GalleryError(f"{cluster_id} holds no sightings to enrol")
+    model = one_model((s.model for s in faces), f"unknown person {cluster_id}")
+    check_nameable(cluster_id, model, gallery.gallery, gallery.fingerprint)
     chosen, outliers = best_faces(faces, min_similarity, max_templates)
     # The chosen faces' kept crops become the templates' enrolment crops (a sighting purged meanwhile has none).
     kept = [unknowns.sighting(s.id, crops=True) for s in chosen]
     result = gallery.add(name, np.stack([s.embedding for s in chosen]), [SIGHTING_TEMPLATE + s.id for s in chosen],
-                         fingerprint, {"named_from": cluster_id}, also=unknowns.naming(cluster_id),
+                         model or fingerprint, {"named_from": cluster_id}, also=unknowns.naming(cluster_id),
                          watch=[unknowns.keys.head], crops=[k.crop_jpeg if k else None for k in kept])
     return Named(cluster_id, result.identity.name, result.identity.id, result.created, result.added, len(faces),
                  outliers)
@@ -107,10 +121,13 @@ def best_faces(faces: list[Sighting], min_similarity: float, limit: int) -> tupl
 
 def search_face(embedding: np.ndarray, gallery: GalleryStore, unknowns: UnknownStore | None,
                 identity_threshold: float, cluster_threshold: float, limit: int = 10,
-                snapshot: Snapshot | None = None) -> list[Found]:
+                snapshot: Snapshot | None = None, models: Collection[str] | None = None,
+                model: str | None = None) -> list[Found]:
     """Identities (score: best template) and clusters (score: best sighting) at or above their thresholds,
     best first, each with its sightings that reach the threshold, newest first. `snapshot`: the gallery as
-    already read (the faces of one photo share one read), else read here."""
+    already read (the faces of one photo share one read), else read here. `models`: those the face (of `model`)
+    may be compared with, its own and those its card is harmonic with: GalleryError if sightings of another
+    would be searched (None: not checked)."""
     query = _unit(embedding)
     snapshot = gallery.snapshot() if snapshot is None else snapshot
     found: list[Found] = []
@@ -119,9 +136,11 @@ def search_face(embedding: np.ndarray, gallery: GalleryStore, unknowns: UnknownS
         best = np.full(len(snapshot.identity_ids), -1.0)
         np.maximum.at(best, snapshot.owner, sims)
         for index in np.flatnonzero(best >= identity_threshold):
-            seen = _matching(unknowns, snapshot.identity_ids[index], query, identity_threshold, limit)
+            seen = _matching(unknowns, snapshot.identity_ids[index], query, identity_threshold, limit, models, model)
             found.append(Found("identity", snapshot.names[index], float(best[index]), identity_threshold, seen))
-    for cluster in unknowns.clusters() if unknowns is not None else []:
+    clusters = unknowns.clusters() if unknowns is not None else []
+    check_comparable((c.model for c in clusters), models, model, gallery.gallery)
+    for cluster in clusters:
         seen = _matching(unknowns, cluster.id, query, cluster_threshold, limit)
         if seen:
             found.append(Found("unknown", cluster.id, max(s.similarity for s in seen), cluster_threshold, seen))
@@ -130,7 +149,8 @@ def search_face(embedding: np.ndarray, gallery: GalleryStore, unknowns: UnknownS
 
 def reject_event(unknowns: UnknownStore, gallery: GalleryStore, event_id: str) -> tuple[str, int]:
     """The face behind identity_confirmed event `event_id` becomes a negative of the identity it was given:
-    (that identity's name, negatives added)."""
+    (that identity's name, negatives added). GalleryError, nothing written, if the face is of another model
+    than the gallery's templates."""
     sighting = unknowns.event_sighting(event_id)
     if sighting is None:
         raise GalleryError(f"no kept face for event {event_id!r}: only identity_confirmed events of the last "
@@ -141,6 +161,7 @@ def reject_event(unknowns: UnknownStore, gallery: GalleryStore, event_id: str) -
                            if not sighting.owner.startswith("unknown-") else
                            f"event {event_id!r} was about unknown person {sighting.owner}, not an enrolled one")
     name = found[0].name
+    check_rejectable(event_id, sighting.model, gallery.gallery, gallery.fingerprint, name)
     return name, gallery.add_negatives(name, sighting.embedding[None, :], [NEGATIVE_TEMPLATE + sighting.id])
 
 
@@ -152,12 +173,13 @@ def reject_face(gallery: GalleryStore, embedding: np.ndarray, name: str) -> int:
 
 
 def _matching(unknowns: UnknownStore | None, owner: str, query: np.ndarray, threshold: float,
-              limit: int) -> list[SeenAt]:
+              limit: int, models: Collection[str] | None = None, model: str | None = None) -> list[SeenAt]:
     if unknowns is None:
         return []
     faces = unknowns.sightings(owner)
     if not faces:
         return []
+    check_comparable((s.model for s in faces), models, model, unknowns.gallery)
     sims = np.stack([s.embedding for s in faces]) @ query
     return [SeenAt(s, float(sim)) for s, sim in zip(faces, sims) if sim >= threshold][:limit]
 

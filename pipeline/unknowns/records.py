@@ -42,6 +42,9 @@ class Sighting:
     event_id: str | None
     embedding: np.ndarray  # (dim,) float32, decoded from int8
     crop_jpeg: bytes | None = None
+    # The fingerprint of the model that embedded it; None only for a sighting older than this field in a gallery
+    # bound to no model (UnknownStore.legacy_model).
+    model: str | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "owner": self.owner, "camera": self.camera, "track": self.track,
@@ -55,6 +58,7 @@ class Cluster:
     last_seen: float
     sightings: int
     cameras: tuple[str, ...] = ()
+    model: str | None = None  # the model of every sighting it holds (as Sighting.model)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "created": self.created, "last_seen": self.last_seen, "sightings": self.sightings,
@@ -110,9 +114,11 @@ def jpeg(crop: np.ndarray, side: int) -> bytes:
     return buffer.tobytes()
 
 
-def cluster_of(cluster_id: str, record: bytes, sightings: int, cameras: tuple[str, ...] = ()) -> Cluster:
+def cluster_of(cluster_id: str, record: bytes, sightings: int, cameras: tuple[str, ...] = (),
+               legacy_model: str | None = None) -> Cluster:
     data = json.loads(record)
-    return Cluster(cluster_id, float(data["created"]), float(data["last_seen"]), int(sightings), cameras)
+    return Cluster(cluster_id, float(data["created"]), float(data["last_seen"]), int(sightings), cameras,
+                   data.get("model") or legacy_model)
 
 
 def members_of(ids: list[str], created: list[float], tracks: list[dict], max_members: int, seq: int) -> Members:

@@ -5,6 +5,18 @@ Every write is one MULTI/EXEC under WATCH of the unknowns' `head` (which it bump
 a killed process leaves a cluster with all of its first sightings or nothing, and two writers never interleave.
 Sightings expire: `purge` drops those older than the retention and the oldest beyond the size cap, and a
 cluster left without sightings goes with them. Key layout: keys.py.
+
+Every sighting and cluster records the model that embedded its faces (`model`: the embedder's fingerprint, given
+by the composition root, services.unknown_store). A harmonic model's live run may match an older model's gallery
+(pipeline/gallery/binding.py), and its sightings are its own model's embeddings: they must never become that
+gallery's templates or negatives (pipeline/unknowns/operations.py refuses), nor share a cluster with the older
+model's faces. So a cluster holds one model's faces: `add` and `merge` refuse another model's, and `members`
+(what a live directory assigns to and re-clusters) lists the clusters of one model only; two models' clusters
+live side by side in one gallery's unknowns, each run joining its own.
+
+Sightings and clusters stored before models were recorded carry none; they are taken as the gallery's model
+(`legacy_model`), which keeps old data nameable as it was: until harmonic models, only a gallery's own model
+could open it, so its live runs wrote them.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +35,7 @@ import redis
 
 from pipeline.core.errors import GalleryError
 from pipeline.gallery.clients import REDIS_ERRORS
+from pipeline.gallery.keys import GalleryKeys
 from pipeline.unknowns.keys import (
     CLUSTER_PREFIX,
     IDENTITY_ALIAS,
@@ -30,6 +44,7 @@ from pipeline.unknowns.keys import (
     validate_owner,
     validate_sighting_id,
 )
+from pipeline.unknowns.provenance import check_joinable, check_mergeable
 from pipeline.unknowns.records import (
     DAY_S,
     Cluster,
@@ -54,14 +69,21 @@ MAX_ATTEMPTS = 200
 
 
 class UnknownStore:
-    """`UnknownStore(client, "default")`: the sightings and clusters of gallery "default"."""
+    """`UnknownStore(client, "default", model=embedder.fingerprint)`: the sightings and clusters of gallery
+    "default", those it writes recorded as that model's. A store that records faces must be given the model;
+    without one (the operator's: it only moves, merges and deletes) what it writes counts as the gallery's model,
+    like sightings stored before models were recorded."""
 
     def __init__(self, client: redis.Redis, gallery: str = "default", *, retention_s: float = 7 * DAY_S,
-                 max_sightings: int = 50_000, max_per_cluster: int = 200, crop_px: int = 96):
+                 max_sightings: int = 50_000, max_per_cluster: int = 200, crop_px: int = 96,
+                 model: str | None = None):
         if retention_s <= 0 or max_sightings < 1 or max_per_cluster < 1 or crop_px < 16:
             raise GalleryError(f"unknowns settings out of range: retention_s={retention_s}, max_sightings="
                                f"{max_sightings}, max_per_cluster={max_per_cluster}, crop_px={crop_px}")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise GalleryError(f"the unknowns' model fingerprint must be a non-empty string, got {model!r}")
         self.client = client
+        self.model = model
         self.gallery = gallery
         self.keys = UnknownKeys(gallery)
         self.retention_s = float(retention_s)
@@ -74,6 +96,24 @@ class UnknownStore:
         with self._errors("read head"):
             return int(self.client.hget(self.keys.head, "seq") or 0)
 
+    def legacy_model(self) -> str | None:
+        """The model of a sighting or cluster stored without one: the gallery's (the module notes); None for a
+        gallery bound to no model."""
+        with self._errors("read the gallery's model"):
+            bound = self.client.hget(GalleryKeys(self.gallery).meta, "fingerprint")
+        return bound.decode() if bound else None
+
+    def writer_model(self) -> str | None:
+        """The model of the sightings this store writes: `model`, else the gallery's."""
+        return self.model or self.legacy_model()
+
+    def models(self) -> Counter[str | None]:
+        """Clusters per model."""
+        with self._errors("list clusters"):
+            records = self.client.hvals(self.keys.clusters)
+        legacy = self.legacy_model()
+        return Counter(json.loads(r).get("model") or legacy for r in records)
+
     def clusters(self) -> list[Cluster]:
         """Every cluster, most recently seen first."""
         with self._errors("list clusters"):
@@ -83,7 +123,8 @@ class UnknownStore:
             for cluster_id in ids:
                 pipe.zcard(self.keys.owned(cluster_id))
             counts = pipe.execute()
-        found = [cluster_of(i, records[i.encode()], n) for i, n in zip(ids, counts)]
+        legacy = self.legacy_model()
+        found = [cluster_of(i, records[i.encode()], n, legacy_model=legacy) for i, n in zip(ids, counts)]
         return sorted(found, key=lambda c: -c.last_seen)
 
     def cluster(self, cluster_id: str) -> Cluster:
@@ -98,7 +139,7 @@ class UnknownStore:
             for sid in sids:
                 pipe.hget(self.keys.sighting(sid), "camera")
             cameras = sorted({c.decode() for c in pipe.execute() if c is not None})
-        return cluster_of(cluster_id, record, len(sids), tuple(cameras))
+        return cluster_of(cluster_id, record, len(sids), tuple(cameras), self.legacy_model())
 
     def resolve(self, cluster_id: str) -> str:
         """The id a (possibly merged) cluster id stands for now: a cluster id, or "identity:<id>" once named."""
@@ -134,13 +175,17 @@ class UnknownStore:
             found = self._read([sid.decode()], False) if sid else []
         return found[0] if found else None
 
-    def members(self, max_members: int = 16) -> Members:
-        """Every cluster as the clusterer sees it, read at one head: one member per track (the unit mean of the
-        track's sightings), the first `max_members` tracks of each cluster, and the sums over all of them."""
+    def members(self, max_members: int = 16, model: str | None = None) -> Members:
+        """The clusters of `model` (default: `writer_model()`, those this store's sightings may join) as the
+        clusterer sees them, read at one head: one member per track (the unit mean of the track's sightings), the
+        first `max_members` tracks of each cluster, and the sums over all of them. Other models' clusters are
+        left out: faces of two models are never compared."""
         with self._errors("read members"):
             seq = self.head()
-            records = self.client.hgetall(self.keys.clusters)
-            ids = sorted(k.decode() for k in records)
+            legacy = self.legacy_model()
+            wanted = model or self.model or legacy
+            records = {k.decode(): json.loads(v) for k, v in self.client.hgetall(self.keys.clusters).items()}
+            ids = sorted(i for i, r in records.items() if (r.get("model") or legacy) == wanted)
             pipe = self.client.pipeline(transaction=False)
             for cluster_id in ids:
                 pipe.zrange(self.keys.owned(cluster_id), 0, -1)  # oldest first
@@ -158,7 +203,7 @@ class UnknownStore:
                 if blob is not None:  # expired by its backstop TTL before purge got to it
                     by_track.setdefault((camera, track), []).append(blob)
             tracks.append(by_track)
-        return members_of(ids, [json.loads(records[i.encode()])["created"] for i in ids], tracks, max_members, seq)
+        return members_of(ids, [records[i]["created"] for i in ids], tracks, max_members, seq)
 
     def stats(self) -> dict:
         with self._errors("read stats"):
@@ -180,8 +225,9 @@ class UnknownStore:
             now = max(s.time for s in seen)
 
             def write(p) -> None:
-                p.hset(self.keys.clusters, cluster_id, json.dumps({"created": min(s.time for s in seen),
-                                                                   "last_seen": now}))
+                record = {"created": min(s.time for s in seen), "last_seen": now}
+                p.hset(self.keys.clusters, cluster_id, json.dumps({**record, "model": self.model} if self.model
+                                                                  else record))
                 self._queue_sightings(p, cluster_id, seen, rows)
                 self._queue_delete(p, evict)
             return cluster_id, write
@@ -189,7 +235,8 @@ class UnknownStore:
 
     def add(self, owner: str, seen: Sequence[Seen]) -> str:
         """Record `seen` under `owner`: a cluster (followed through merges; GalleryError if it was forgotten or
-        named) or an identity id. Returns the owner the sightings went to."""
+        named) or an identity id. Returns the owner the sightings went to. GalleryError for a cluster of another
+        model than this store's (a cluster holds one model's faces)."""
         owner = validate_owner(owner)
         rows = encode_embeddings(seen)
         is_cluster = owner.startswith(CLUSTER_PREFIX)
@@ -199,12 +246,17 @@ class UnknownStore:
             record = self.client.hget(self.keys.clusters, target) if is_cluster else None
             if is_cluster and record is None:
                 raise GalleryError(self._gone(owner))
+            if record is not None:
+                legacy = self.legacy_model()
+                check_joinable(target, json.loads(record).get("model") or legacy, self.model or legacy)
             evict = self._evictions(len(rows), target if is_cluster else None)
 
             def write(p) -> None:
                 if record is not None:
                     updated = json.loads(record)
                     updated["last_seen"] = max(updated["last_seen"], max(s.time for s in seen))
+                    if self.model:  # a cluster stored without its model (the gallery's) now says so
+                        updated["model"] = self.model
                     p.hset(self.keys.clusters, target, json.dumps(updated))
                 self._queue_sightings(p, target, seen, rows)
                 self._queue_delete(p, evict)
@@ -212,7 +264,8 @@ class UnknownStore:
         return self._commit(prepare, "record sightings")
 
     def merge(self, survivor: str, others: Iterable[str]) -> list[str]:
-        """Move the sightings of `others` into `survivor`; their ids become aliases of it. Returns those merged."""
+        """Move the sightings of `others` into `survivor`; their ids become aliases of it. Returns those merged.
+        GalleryError (nothing merged) if they hold faces of different models."""
         survivor = validate_cluster_id(survivor)
         others = [validate_cluster_id(o) for o in others]
         if survivor in others:
@@ -223,11 +276,13 @@ class UnknownStore:
             missing = [c for c, r in records.items() if r is None]
             if missing:
                 raise GalleryError(self._gone(missing[0]))
+            legacy = self.legacy_model()
+            check_mergeable(survivor, {c: json.loads(r).get("model") or legacy for c, r in records.items()})
             moving = {o: self._owned_details(o) for o in others}
             kept = json.loads(records[survivor])
             for other in others:
                 record = json.loads(records[other])
-                kept = {"created": min(kept["created"], record["created"]),
+                kept = {**kept, "created": min(kept["created"], record["created"]),
                         "last_seen": max(kept["last_seen"], record["last_seen"])}
             repoint = self._aliases_to(others)
 
@@ -357,6 +412,8 @@ class UnknownStore:
             sid = secrets.token_hex(8)
             fields: dict[str, Any] = {"camera": s.camera, "track": s.track, "time": repr(s.time),
                                       "quality": repr(float(s.quality)), "emb": row}
+            if self.model:
+                fields["model"] = self.model
             p.hset(self.keys.owners, sid, owner_entry(owner, s.event_id))
             if s.event_id:
                 fields["event"] = s.event_id
@@ -424,14 +481,17 @@ class UnknownStore:
         for sid in sids:
             pipe.hgetall(self.keys.sighting(sid))
         owners = self.client.hmget(self.keys.owners, list(sids))
-        found = []
+        found, legacy = [], None
         for sid, fields, entry in zip(sids, pipe.execute(), owners):
             if not fields or b"emb" not in fields or entry is None:
                 continue
+            if b"model" not in fields and legacy is None:
+                legacy = (self.legacy_model(),)  # read once, and only for sightings stored without their model
+            model = fields[b"model"].decode() if b"model" in fields else legacy[0]
             found.append(Sighting(sid, parse_owner(entry)[0], fields[b"camera"].decode(),
                                   fields[b"track"].decode(), float(fields[b"time"]), float(fields[b"quality"]),
                                   fields[b"event"].decode() if b"event" in fields else None,
-                                  decode_rows([fields[b"emb"]])[0], fields.get(b"crop") if crops else None))
+                                  decode_rows([fields[b"emb"]])[0], fields.get(b"crop") if crops else None, model))
         return found
 
     def _gone(self, cluster_id: str) -> str:

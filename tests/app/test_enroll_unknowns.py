@@ -92,3 +92,47 @@ def test_bad_input_is_one_line_and_exit_2(redis_server, capsys, args, message):
     assert enroll.main(["--redis-url", redis_server.url, "--gallery", GALLERY, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_harmonic_models_unknowns_are_never_named_into_the_older_models_gallery(cli, redis_server, shared_data,
+                                                                                 tmp_path, enrol_photos,
+                                                                                 harmonic_card, capsys):
+    """run.py with a v2 model harmonic with the gallery's v1 records v2 sightings; enroll.py refuses to name them
+    into the v1 gallery (one line, exit 2, both models, the way out) and the gallery stays byte for byte as it
+    was; search compares them only with a face of a model they can be compared with."""
+    import enroll
+    from pipeline.core.model_card import load_card
+    from pipeline.recognise.embedder import DEFAULT_MODEL
+    from pipeline.unknowns.sightings import UnknownStore
+
+    v1, v2 = load_card(DEFAULT_MODEL).fingerprint, load_card(harmonic_card).fingerprint
+    client = redis_server.client()
+    for key in client.scan_iter(f"fs:{{{GALLERY}}}:*"):
+        client.delete(key)
+    enrol_photos(GALLERY, {"Tony Blair": "lfw/images/Tony_Blair/Tony_Blair_0001.jpg"})
+    seen = photos(shared_data, "Colin_Powell", 0, 3)
+    cli("--model", str(harmonic_card), *[a for p in seen for a in ("--source", p)], "--output",
+        str(tmp_path / "photos"), script="run.py")
+    clusters = UnknownStore(client, GALLERY).clusters()
+    assert clusters and {c.model for c in clusters} == {v2}
+    powell = max(clusters, key=lambda c: c.sightings).id
+
+    def main(*args: str, expect: int) -> tuple[str, str]:
+        capsys.readouterr()
+        assert enroll.main(["--redis-url", redis_server.url, "--gallery", GALLERY, *args]) == expect
+        return capsys.readouterr()
+
+    before = {k: client.dump(k) for k in client.scan_iter(f"fs:{{{GALLERY}}}:*")}
+    for model in ([], ["--model", str(harmonic_card)]):
+        _, err = main(*model, "unknowns", "name", powell, "Colin Powell", expect=2)
+        assert err.startswith(f"error: unknown person {powell} was seen by model {v2}, but gallery {GALLERY!r} "
+                              f"holds templates of model {v1}") and len(err.strip().splitlines()) == 1, err
+        assert f"enroll.py --gallery {GALLERY} migrate --model NEW_CARD.json" in err
+    _, err = main("search", photos(shared_data, "Colin_Powell", 10, 1)[0], expect=2)  # a v1 face
+    assert f"hold faces of model {v2}, which a face embedded by model {v1} cannot be compared with" in err
+    assert {k: client.dump(k) for k in client.scan_iter(f"fs:{{{GALLERY}}}:*")} == before
+
+    out, _ = main("--model", str(harmonic_card), "search", photos(shared_data, "Colin_Powell", 10, 1)[0], "--json",
+                  expect=0)
+    faces = json.loads(out)["faces"]
+    assert powell in {f["id"] for face in faces for f in face["found"] if f["kind"] == "unknown"}

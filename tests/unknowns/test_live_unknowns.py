@@ -82,6 +82,34 @@ def test_the_same_stranger_gets_the_same_id_after_a_restart(two_runs, redis_serv
     assert second["unknowns"]["clusters_started"] == 0 and second["unknowns"]["clusters_joined"] >= 1
 
 
+def test_a_harmonic_model_starts_its_own_clusters_beside_the_older_models(two_runs, redis_server, shared_data,
+                                                                         one_person_gallery, harmonic_card, tmp_path):
+    """A v2 model harmonic with the gallery's v1 (same graph: the very same faces) records its sightings as v2 and
+    never joins the v1 runs' cluster of the same stranger: the two models' faces are kept apart."""
+    from pipeline.core.model_card import load_card
+    from pipeline.unknowns.sightings import UnknownStore
+
+    first, _ = two_runs
+    unknowns = UnknownStore(redis_server.client(), one_person_gallery)
+    old = {e["unknown_id"] for e in unknown_confirmations(first) if e.get("unknown_id")}
+    v1 = unknowns.legacy_model()
+    assert old and {unknowns.cluster(c).model for c in old} == {v1}  # the v1 runs' clusters are still there
+    cfg = load_app_config(None, [])
+    session = Session(cfg, RunOptions(sources=[("stage", str(shared_data / CLIP))], gallery=one_person_gallery,
+                                      redis_url=redis_server.url, events=tmp_path / "v2.jsonl", model=harmonic_card))
+    try:
+        summary = session.run()
+    finally:
+        session.close()
+    events = [json.loads(line) for line in (tmp_path / "v2.jsonl").read_text().splitlines()]
+    new = {e["unknown_id"] for e in events if e["type"] == "identity_confirmed" and e.get("unknown_id")}
+    assert new and not new & old, (new, old)
+    v2 = load_card(harmonic_card).fingerprint
+    assert {unknowns.cluster(c).model for c in new} == {v2}
+    assert {s.model for c in new for s in unknowns.sightings(c)} == {v2}
+    assert summary["unknowns"]["clusters_started"] >= 1 and summary["unknowns"]["errors"] == 0
+
+
 def test_keep_false_stores_nothing_of_a_face(redis_server, shared_data, one_person_gallery, tmp_path):
     client = redis_server.client()
     for key in sight_keys(client, one_person_gallery):
