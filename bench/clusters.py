@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench.openset import HELDOUT_MODEL
 from pipeline.gallery.threshold import operating_point
 from pipeline.unknowns.clustering import (
     MAX_MEMBERS,
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="PNG of pairwise precision/recall vs merge_rate")
     parser.add_argument("--images", type=Path, default=LFW / "images")
     parser.add_argument("--pairs", type=Path, default=LFW / "pairs_shared_folds.txt")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facestream-default.json")
+    parser.add_argument("--model", type=Path, default=HELDOUT_MODEL, help="a card with held-out LFW folds")
     parser.add_argument("--merge-rate", type=float, default=MERGE_RATE)
     parser.add_argument("--merge-far", type=float, default=MERGE_FAR)
     parser.add_argument("--max-members", type=int, default=MAX_MEMBERS)

@@ -36,10 +36,10 @@ COMPREFACE = {"ms_per_request": 300, "hardware": "4 CPU cores, 16 GB, 50k images
 
 def people(count: int) -> list[tuple[str, Path, Path]]:
     """(name, photo to enrol, photo to recognise) of the first held-out LFW people with 2+ photos."""
-    from bench.openset import build_protocol
+    from bench.openset import HELDOUT_MODEL, build_protocol
     from pipeline.core.model_card import load_card
 
-    folds = list(load_card(REPO / "models" / "facestream-default.json").training["data"]["holdout_folds"])
+    folds = list(load_card(HELDOUT_MODEL).training["data"]["holdout_folds"])
     protocol = build_protocol(LFW / "images", LFW / "pairs_shared_folds.txt", folds)
     chosen, seen = [], set()
     for name, enrolled in zip(protocol.names, protocol.enrolled):

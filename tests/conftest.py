@@ -82,6 +82,7 @@ def harmonic_card(tmp_path_factory) -> Path:
     model.doc_string = "the default model's graph under another fingerprint (tests/conftest.py)"
     onnx.save(model, str(folder / "v2.onnx"))
     card = old.model_copy(update={"model_id": "facestream-test-v2", "fingerprint": fingerprint_file(folder / "v2.onnx"),
-                                  "onnx": "v2.onnx", "harmonic_with": [old.fingerprint]})
+                                  "onnx": "v2.onnx", "harmonic_with": [old.fingerprint],
+                                  "harmonic_thresholds": {}})
     assert card.fingerprint != old.fingerprint
     return save_card(card, folder / "harmonic.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import FacestreamError
+from pipeline.core.errors import ConfigError, FacestreamError
 from pipeline.core.logs import configure_logging
 from pipeline.core.settings import load_config
 
@@ -92,19 +92,37 @@ def _calibrate(args) -> dict:
     chosen = people.calibration()
     if args.include_bench_strangers:
         chosen = {**chosen, **people.benchmark_singles}
-    cache = pipeline_cache(args.cache, args.images, embedder, MTCNN(), fallback_fraction=LFW_FALLBACK_FRACTION)
+    detector = MTCNN()
+    cache = pipeline_cache(args.cache, args.images, embedder, detector, fallback_fraction=LFW_FALLBACK_FRACTION)
+    gallery_embed = None
+    if args.gallery_model is not None:  # thresholds for this model's faces against an older model's templates
+        old = Embedder(args.gallery_model, threads=args.threads)
+        if old.fingerprint == embedder.fingerprint or not embedder.card.accepts(old.fingerprint):
+            raise ConfigError(f"model {embedder.card.model_id} is not harmonic with {old.card.model_id} "
+                              f"({old.fingerprint}): its card's harmonic_with is {embedder.card.harmonic_with}")
+        old_cache = pipeline_cache(args.cache, args.images, old, detector, fallback_fraction=LFW_FALLBACK_FRACTION)
+        gallery_embed = lambda paths: old_cache.embed(paths, old.embed, desc=f"calibrate {old.card.model_id}")
     result = calibrate(chosen, lambda paths: cache.embed(paths, embedder.embed, desc="calibrate"),
-                       far_grid(args.loosest, args.strictest), block=args.block)
+                       far_grid(args.loosest, args.strictest), block=args.block, gallery_embed=gallery_embed)
     result.update({"model": embedder.card.model_id, "fingerprint": embedder.fingerprint,
                    "people": CALIBRATION_RULE if not args.include_bench_strangers else
                    "every unseen person (held-out folds, all one-image people)",
                    "pairs_file": str(args.pairs), "holdout_folds": folds, "images_dir": str(args.images),
                    "cache": str(cache.path), "command": "python -m trainer " + " ".join(sys.argv[1:])})
+    if gallery_embed is not None:
+        result["gallery_model"] = {"model": old.card.model_id, "fingerprint": old.fingerprint}
     if args.update_card:
         from pipeline.core.model_card import save_card
 
-        card = embedder.card.model_copy(update={"thresholds": result["thresholds_at_far"],
-                                                "metrics": {**embedder.card.metrics, "open_set_calibration": result}})
+        card = embedder.card
+        if gallery_embed is None:
+            update = {"thresholds": result["thresholds_at_far"],
+                      "metrics": {**card.metrics, "open_set_calibration": result}}
+        else:
+            update = {"harmonic_thresholds": {**card.harmonic_thresholds, old.fingerprint: result["thresholds_at_far"]},
+                      "metrics": {**card.metrics, "harmonic_calibration": {
+                          **card.metrics.get("harmonic_calibration", {}), old.fingerprint: result}}}
+        card = card.model_copy(update=update)
         save_card(card, args.model)
         log.info("wrote %d thresholds (FAR %s .. %s) into %s", len(result["thresholds_at_far"]),
                  next(iter(result["thresholds_at_far"])), list(result["thresholds_at_far"])[-1], args.model)
@@ -165,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the one-image people bench.openset keeps as strangers (its figures are then "
                         "no longer on people the thresholds never saw)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--gallery-model", type=Path, default=None,
+                   help="an older model's card this model is harmonic with: thresholds for its templates "
+                        "against this model's faces (written to the card's harmonic_thresholds)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--update-card", action="store_true", help="write the thresholds into the model card")
     p.set_defaults(handler=_calibrate)

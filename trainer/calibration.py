@@ -114,29 +114,35 @@ def cross_identity_pairs(labels: np.ndarray) -> int:
 
 
 def impostor_tail(embeddings: np.ndarray, labels: Sequence, max_far: float = 1e-2,
-                  block: int = 512) -> ImpostorTail:
+                  block: int = 512, gallery: np.ndarray | None = None) -> ImpostorTail:
     """Top impostor scores (cosine of unit rows, float64) of all i < j pairs with different labels.
 
-    Rows are scored `block` at a time against the rows after them; a running buffer keeps the highest
-    floor(max_far x pairs) + 1 impostor scores (np.partition), so memory is O(block x n + kept).
+    `gallery`: another model's embeddings of the same images (an older model this one is harmonic with); then
+    every ordered pair (gallery row i, row j), i != j, is scored, as that model's template meets this one's face.
+    Rows are scored `block` at a time; a running buffer keeps the highest floor(max_far x pairs) + 1 impostor
+    scores (np.partition), so memory is O(block x n + kept).
     """
     x = np.asarray(embeddings, dtype=np.float64)
     ids = np.unique(np.asarray(labels), return_inverse=True)[1]
     if x.ndim != 2 or x.shape[0] != ids.size or x.shape[0] < 2:
         raise ValueError(f"need (N>=2, D) embeddings and N labels, got {x.shape} and {ids.size}")
-    pairs = cross_identity_pairs(ids)
+    g = None if gallery is None else np.asarray(gallery, dtype=np.float64)
+    if g is not None and g.shape != x.shape:
+        raise ValueError(f"gallery embeddings must match the embeddings' shape {x.shape}, got {g.shape}")
+    pairs = cross_identity_pairs(ids) * (1 if g is None else 2)
     if pairs == 0:
         raise ValueError("need at least two identities")
     keep = min(pairs, int(np.floor(max_far * pairs + 1e-9)) + 1)
     kept, genuine = np.empty(0), []
     floor = -np.inf  # the lowest kept score once the buffer is full: lower scores can never enter
-    for start in range(0, x.shape[0] - 1, block):
+    for start in range(0, x.shape[0] - (1 if g is None else 0), block):
         stop = min(start + block, x.shape[0])
-        sims = x[start:stop] @ x[start + 1:].T  # column c is row start + 1 + c
+        first = start + 1 if g is None else 0
+        sims = (x if g is None else g)[start:stop] @ x[first:].T  # column c is row first + c
         rows = np.arange(start, stop)[:, None]
-        cols = np.arange(start + 1, x.shape[0])[None, :]
-        after = cols > rows
-        same = ids[start:stop, None] == ids[None, start + 1:]
+        cols = np.arange(first, x.shape[0])[None, :]
+        after = cols > rows if g is None else cols != rows
+        same = ids[start:stop, None] == ids[None, first:]
         genuine.append(sims[after & same])
         scores = sims[after & ~same & (sims >= floor)]
         kept = np.concatenate([kept, scores])
@@ -155,18 +161,20 @@ def thresholds_report(tail: ImpostorTail, fars: Sequence[float]) -> dict:
 
 
 def calibrate(people: dict[str, Sequence[Path]], embed, fars: Sequence[float] = far_grid(),
-              block: int = 512) -> dict:
+              block: int = 512, gallery_embed=None) -> dict:
     """Thresholds at `fars` from every cross-identity pair of the images of `people` (name -> paths).
 
     `embed(paths) -> Embedded` gives unit embeddings in path order (an `EmbeddingCache`, so repeated runs
-    and `bench.openset` embed each image once).
+    and `bench.openset` embed each image once). `gallery_embed`: the same for an older model this one is
+    harmonic with; the pairs are then its embeddings against this model's (`impostor_tail`'s `gallery`).
     """
     paths = [path for name in sorted(people) for path in people[name]]
     labels = np.asarray([name for name in sorted(people) for _ in people[name]])
     if len(people) < 2:
         raise SourceError(f"calibration needs at least two people, got {len(people)}")
     embedded = embed(paths)
-    tail = impostor_tail(embedded.embeddings, labels, max_far=max(fars), block=block)
+    gallery = None if gallery_embed is None else gallery_embed(paths).embeddings
+    tail = impostor_tail(embedded.embeddings, labels, max_far=max(fars), block=block, gallery=gallery)
     report = thresholds_report(tail, fars)
     log.info("calibrated on %d images of %d people: %d cross-identity pairs, FAR %s -> %.4f", len(paths),
              len(people), tail.pairs, far_key(min(fars)), report["thresholds_at_far"][far_key(min(fars))])

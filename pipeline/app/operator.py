@@ -204,7 +204,7 @@ class Operator:
         if not embeddings:
             return [RecognizedFace(box, marks, score, rejected=why) for box, marks, score, _, why in judged]
         snapshot = self.store.snapshot()
-        threshold = gallery_operating_point(self.cfg, self.card, template_counts(snapshot)).threshold
+        threshold = self.identity_threshold(snapshot)
         matches = iter(Matcher(ExactSearch(snapshot), threshold, score=self.cfg.run.score,
                                negatives=StaticSource(snapshot)).match(np.stack(embeddings).astype(np.float32))
                        if len(snapshot.identity_ids) else [None] * len(embeddings))
@@ -277,7 +277,8 @@ class Operator:
     def identity_threshold(self, snapshot=None) -> float:
         """The live matcher's threshold for the gallery (`snapshot`: as already read, else read now)."""
         snapshot = self.store.snapshot() if snapshot is None else snapshot
-        return gallery_operating_point(self.cfg, self.card, template_counts(snapshot)).threshold
+        card = self.card.against(self.store.fingerprint)  # a harmonic older model's gallery: its own curve
+        return gallery_operating_point(self.cfg, card, template_counts(snapshot)).threshold
 
     def cluster_threshold(self, members=None) -> float:
         """The directory's assignment threshold (`members`: as already read, else read now: the embedder's

@@ -159,13 +159,18 @@ def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_ur
     client = redis_client(cfg, redis_url)
     store = open_gallery(client, gallery, embedder.fingerprint, embedder.card.harmonic_with,
                          **write_safety(cfg))
+    card = embedder.card.against(store.fingerprint)
     if store.fingerprint not in (None, embedder.fingerprint):
         log.info("gallery %r holds templates of model %s; model %s is harmonic with it: matching them "
                  "(enrol and self-enrol refused until it is migrated)", gallery, store.fingerprint,
                  embedder.fingerprint)
+        if card is embedder.card:
+            log.warning("model %s has no thresholds calibrated against model %s's templates: strangers will be "
+                        "named more often than run.open_set_far says (python -m trainer calibrate "
+                        "--gallery-model OLD_CARD.json --update-card)", embedder.fingerprint, store.fingerprint)
     mirror = GalleryMirror(store).start()
     try:
-        operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, embedder.card, counts))
+        operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, card, counts))
         operating.current()  # chosen (and logged) before the first frame: a bad card fails here, not mid-run
         return LiveGallery(client, store, mirror, operating, make_matcher(cfg, mirror, store, operating))
     except BaseException:

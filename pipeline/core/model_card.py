@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.errors import ConfigError
 
@@ -38,6 +38,9 @@ class ModelCard(BaseModel):
     thresholds: dict[str, float] = {}
     # Fingerprints of older models whose embeddings this one was trained to match (trainer `compat`).
     harmonic_with: list[str] = []
+    # This model's faces against a harmonic model's templates score differently from against its own, so the
+    # same FAR needs its own curve: {older fingerprint: {FAR: threshold}} (trainer calibrate --gallery-model).
+    harmonic_thresholds: dict[str, dict[str, float]] = {}
     # Embed the crop and its mirror image and use their renormalised sum.
     flip_average: bool = False
     training: dict[str, Any] = {}
@@ -57,6 +60,20 @@ class ModelCard(BaseModel):
         if bad:
             raise ValueError(f"harmonic_with holds fingerprints (16 lowercase hex digits), got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _thresholds_of_harmonic_models(self):
+        unknown = sorted(set(self.harmonic_thresholds) - set(self.harmonic_with))
+        if unknown:
+            raise ValueError(f"harmonic_thresholds for models not in harmonic_with: {unknown}")
+        return self
+
+    def against(self, fingerprint: str | None) -> ModelCard:
+        """This card as used on a gallery of the model `fingerprint`: for an older model it is harmonic with and
+        has calibrated thresholds for, those thresholds replace its own."""
+        if fingerprint == self.fingerprint or fingerprint not in self.harmonic_thresholds:
+            return self
+        return self.model_copy(update={"thresholds": self.harmonic_thresholds[fingerprint]})
 
     def accepts(self, fingerprint: str) -> bool:
         """Whether templates embedded by the model with this fingerprint can be compared with this model's."""

@@ -57,10 +57,15 @@ def cards(tmp_path_factory, old) -> dict[str, Path]:
     model.doc_string = "the default model's graph under another fingerprint (tests/app/test_migrate.py)"
     onnx.save(model, str(folder / "v2.onnx"))
     base = old.card.model_copy(update={"model_id": NEW_ID, "fingerprint": fingerprint_file(folder / "v2.onnx"),
-                                       "onnx": "v2.onnx"})
+                                       "onnx": "v2.onnx", "harmonic_with": [], "harmonic_thresholds": {}})
     assert base.fingerprint != old.fingerprint
+    # As calibrated by `trainer calibrate --gallery-model`: v2 faces against v1 templates, a curve of their own.
+    cross = {far: threshold - 0.05 for far, threshold in base.thresholds.items()}
     return {"harmonic": save_card(base.model_copy(update={"harmonic_with": [old.fingerprint]}),
                                   folder / "harmonic.json"),
+            "calibrated": save_card(base.model_copy(update={"harmonic_with": [old.fingerprint],
+                                                            "harmonic_thresholds": {old.fingerprint: cross}}),
+                                    folder / "calibrated.json"),
             "plain": save_card(base, folder / "plain.json")}
 
 
@@ -127,6 +132,13 @@ def test_a_harmonic_model_matches_the_v1_gallery_and_a_plain_v2_is_refused(redis
         assert dump(redis_client, "default") == before  # nothing stored changed
     finally:
         live.close()
+    # A card calibrated against v1's templates matches the v1 gallery at the threshold of that curve.
+    uncalibrated = live.operating.current().threshold
+    calibrated = open_live_gallery(AppConfig(), Embedder(cards["calibrated"]), "default", redis_server.url)
+    try:
+        assert calibrated.operating.current().threshold == pytest.approx(uncalibrated - 0.05, abs=1e-6)
+    finally:
+        calibrated.close()
     with pytest.raises(GalleryError) as refused:
         open_live_gallery(AppConfig(), Embedder(cards["plain"]), "default", redis_server.url)
     message = str(refused.value)

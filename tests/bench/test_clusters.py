@@ -88,7 +88,7 @@ def test_a_real_run_keeps_people_apart(few_people, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "STATE", tmp_path)  # embed afresh, away from the repo's cache
     photos, images = few_people
-    model = bench.REPO / "models" / "facestream-default.json"
+    model = bench.HELDOUT_MODEL
     embeddings, _ = bench.facestream_embeddings(photos.paths, images, model)
     order = photos.order(0)
     report = bench.facestream_report(embeddings[order], photos.person[order], load_card(model),

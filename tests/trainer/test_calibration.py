@@ -71,6 +71,42 @@ def test_blockwise_thresholds_equal_brute_force(block, seed):
         assert report["tar_at_far"][far_key(far)] == pytest.approx(np.mean(genuine >= t))
 
 
+@pytest.mark.parametrize("block", [1, 7, 512])
+def test_cross_model_tail_scores_every_ordered_pair_of_two_models(block):
+    """An older model's templates (`gallery`) against this model's faces: pairs (i, j) and (j, i) are two
+    comparisons, an image against itself none."""
+    x, labels = random_set(seed=3)
+    old, _ = random_set(seed=4)
+    impostors = [float(old[i] @ x[j]) for i in range(len(x)) for j in range(len(x))
+                 if i != j and labels[i] != labels[j]]
+    genuine = [float(old[i] @ x[j]) for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]]
+    tail = impostor_tail(x, labels, max_far=0.1, block=block, gallery=old)
+    assert tail.pairs == len(impostors) == 2 * cross_identity_pairs(labels)
+    np.testing.assert_allclose(tail.top, np.sort(impostors)[::-1][:tail.top.size], atol=1e-12)
+    np.testing.assert_allclose(np.sort(tail.genuine), np.sort(genuine), atol=1e-12)
+    assert tail.threshold_at(0.01) == pytest.approx(threshold_at_far(np.array(impostors), 0.01), abs=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        impostor_tail(x, labels, gallery=old[:-1])
+
+
+def test_a_card_uses_its_cross_model_thresholds_on_a_harmonic_gallery(tmp_path):
+    from pipeline.core.errors import ConfigError
+
+    shipped = load_card(MODEL)
+    old = "0123456789abcdef"
+    cross = {"1e-2": 0.7, "1e-3": 0.8}
+    card = shipped.model_copy(update={"harmonic_with": [old], "harmonic_thresholds": {old: cross}})
+    card = load_card(save_card(card, tmp_path / "card.json"))  # validated as it is read
+    assert card.against(old).thresholds == cross and card.against(old).fingerprint == card.fingerprint
+    assert card.against(card.fingerprint) is card and card.against(None) is card
+    assert card.against("fedcba9876543210") is card  # not harmonic: opening such a gallery is refused elsewhere
+    bad = json.loads((tmp_path / "card.json").read_text())
+    bad["harmonic_with"] = []
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="harmonic_thresholds for models not in harmonic_with"):
+        load_card(tmp_path / "bad.json")
+
+
 def test_tail_refuses_a_far_beyond_what_it_kept():
     x, labels = random_set()
     tail = impostor_tail(x, labels, max_far=0.01)
