@@ -72,9 +72,11 @@ def person_images(images: str | Path) -> dict[str, list[Path]]:
 
 
 def unseen_people(images: str | Path, pairs_file: str | Path, holdout_folds: Iterable[int]) -> UnseenPeople:
-    """Split the unseen people of `images` into the roles above (see the module notes)."""
+    """Split the unseen people of `images` into the roles above (see the module notes). No `holdout_folds` (a
+    model trained on every identity with 2+ images): only the one-image people are unseen."""
     people = person_images(images)
-    pairs = read_pairs(pairs_file, images, list(holdout_folds))
+    folds = list(holdout_folds)
+    pairs = read_pairs(pairs_file, images, folds) if folds else []
     in_folds = {path.parent.name for pair in pairs for path in (pair.first, pair.second)}
     missing = sorted(in_folds - people.keys())
     if missing:

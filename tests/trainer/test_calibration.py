@@ -150,6 +150,9 @@ def test_unseen_people_roles(tmp_path, shared_data):
     assert all(half_of(n) == "benchmark" for n in people.benchmark_singles)
     assert set(people.calibration()) == {"Abdullah_Gul", *people.calibration_singles}
     assert not set(people.calibration()) & set(people.benchmark_singles)
+    # A model trained on every identity with 2+ images (no held-out folds): only the one-image people are unseen.
+    everyone = unseen_people(root, pairs, [])
+    assert everyone.fold_people == {} and set(everyone.calibration()) == set(people.calibration_singles)
 
 
 class FakeCropper:
