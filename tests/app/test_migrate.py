@@ -317,10 +317,10 @@ def test_a_crop_of_another_size_needs_new_photos(redis_client, source, old, harm
 def test_cards_that_align_otherwise_or_name_no_valid_gallery():
     v1 = load_card(DEFAULT_MODEL)
     shifted = v1.model_copy(update={"model_id": "v2", "template": [(x + 2.0, y) for x, y in v1.template]})
-    assert alignment_mismatch(v1, shifted) == ("its crops are aligned to model facestream-default-v1's 5-point "
+    assert alignment_mismatch(v1, shifted) == (f"its crops are aligned to model {v1.model_id}'s 5-point "
                                                "template, not to model v2's")
     bigger = v1.model_copy(update={"model_id": "v2", "input_size": (160, 160)})
-    assert alignment_mismatch(v1, bigger) == ("its crops are 150x150 (model facestream-default-v1); model v2 "
+    assert alignment_mismatch(v1, bigger) == (f"its crops are 150x150 (model {v1.model_id}); model v2 "
                                               "takes 160x160")
     assert alignment_mismatch(v1, v1) is None
     assert target_gallery("default", "facestream-v2", None) == "default.facestream-v2"

@@ -133,7 +133,9 @@ def test_topics_payloads_presence_and_discovery(redis_client, mosquitto, subscri
     assert door["state_topic"] == f"{BASE}/camera/front_door/last_person"
     assert door["json_attributes_topic"] == f"{BASE}/camera/front_door/attributes"
     assert door["unique_id"] == f"{node}_camera_{stable_id('Front Door')}" and door["device"] == ann["device"]
-    configs = [t for t in late.topics_seen() if t.startswith("homeassistant/")]
+    discovery = lambda: [t for t in late.topics_seen() if t.startswith("homeassistant/")]
+    late.wait(lambda: len(discovery()) >= 4)  # retained messages arrive in no set order
+    configs = discovery()
     assert len(configs) == 4  # Ann, Bob, Front Door, cam0
     assert len({late.json(t)["unique_id"] for t in configs}) == 4
 
