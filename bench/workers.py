@@ -91,9 +91,9 @@ class Site:
 
     # -- what Redis says -------------------------------------------------------------------------------------
     def holders(self) -> dict:
-        from pipeline.cameras import LeaseManager
+        from pipeline.cameras import holders
 
-        return LeaseManager(self.client, "bench").holders(self.cameras)
+        return holders(self.client, self.cameras)
 
     def wait_held(self, by: set[str], count: int | None = None, timeout: float = 120.0) -> float:
         """Seconds until `count` cameras (default all) are held, each by one of `by`; TimeoutError otherwise."""

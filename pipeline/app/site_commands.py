@@ -38,7 +38,7 @@ def add_cameras_parser(commands, json_too) -> None:
 
 def run_cameras(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
     from pipeline.app.services import redis_client
-    from pipeline.cameras import CameraRegistry, LeaseManager
+    from pipeline.cameras import CameraRegistry, holders as lease_holders
     from pipeline.cameras.workers import live_workers
 
     client = redis_client(cfg, args.redis_url)
@@ -51,7 +51,7 @@ def run_cameras(cfg: AppConfig, args: argparse.Namespace, out: Output) -> int:
         out.result({"command": "cameras add", "camera": camera_dict(camera)})
     elif action == "list":
         cameras = registry.list()
-        holders = LeaseManager(client, "enroll").holders([c.name for c in cameras]) if cameras else {}
+        holders = lease_holders(client, [c.name for c in cameras])
         workers = live_workers(client)
         out.line(f"{'CAMERA':<20} {'STATE':<9} {'READ BY':<28} {'LEASE':>6}  URL")
         for c in cameras:

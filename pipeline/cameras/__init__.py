@@ -27,16 +27,18 @@ it. Before writing as a camera's owner (an event, a snapshot), a writer checks `
 false once the TTL may have passed without a renewal) and, where it matters, `leases.check(lease)` (one GET);
 events carry `lease.token` so consumers can drop a stale owner's late writes (a lower token).
 
+`holders(client, cameras) -> {camera: Holder(worker_id, token)}` says who reads what (anyone may ask).
+
 `plan(cameras, workers, capacities) -> {worker: quota}` is the pure fair-share rule the keeper applies.
 
 Errors: ConfigError for bad names, URLs, settings, files or an unknown camera; GalleryError when Redis fails.
 """
 
 from pipeline.cameras.keeper import Changes, KeeperThread, LeaseKeeper
-from pipeline.cameras.leases import Holder, Lease, LeaseManager
+from pipeline.cameras.leases import Holder, Lease, LeaseManager, holders
 from pipeline.cameras.plan import plan
 from pipeline.cameras.registry import Camera, CameraRegistry
 from pipeline.cameras.workers import Membership, WorkerInfo, default_worker_id
 
 __all__ = ["Camera", "CameraRegistry", "Changes", "Holder", "KeeperThread", "Lease", "LeaseKeeper", "LeaseManager",
-           "Membership", "WorkerInfo", "default_worker_id", "plan"]
+           "Membership", "WorkerInfo", "default_worker_id", "holders", "plan"]

@@ -134,18 +134,23 @@ class LeaseManager:
         return current is not None and _text(current) == lease.value
 
     def holders(self, cameras: Iterable[str]) -> dict[str, Holder]:
-        """Who holds each of `cameras` now (cameras nobody holds are absent): one MGET."""
-        names = [keys.validate_camera_name(c) for c in cameras]
-        if not names:
-            return {}
-        with redis_failures("read camera leases"):
-            values = self._client.mget([keys.lease(c) for c in names])
-        return {camera: parse_holder(value) for camera, value in zip(names, values, strict=True) if value is not None}
+        return holders(self._client, cameras)
 
     def _own(self, lease: Lease) -> None:
         if lease.worker_id != self.worker_id:
             raise ConfigError(f"lease on camera {lease.camera!r} belongs to worker {lease.worker_id!r}, "
                               f"not {self.worker_id!r}")
+
+
+def holders(client, cameras: Iterable[str]) -> dict[str, Holder]:
+    """Who holds each of `cameras` now (cameras nobody holds are absent): one MGET. Anyone may ask; no worker
+    identity is needed to read leases."""
+    names = [keys.validate_camera_name(c) for c in cameras]
+    if not names:
+        return {}
+    with redis_failures("read camera leases"):
+        values = client.mget([keys.lease(c) for c in names])
+    return {camera: parse_holder(value) for camera, value in zip(names, values, strict=True) if value is not None}
 
 
 def parse_holder(value: bytes | str) -> Holder:
