@@ -107,8 +107,10 @@ def test_topics_payloads_presence_and_discovery(redis_client, mosquitto, subscri
 
     # Retained state, as a subscriber connecting now sees it.
     late = subscribers(mosquitto.port, topics=(f"{BASE}/#", "homeassistant/#"))
+    discovery = lambda: [t for t in late.topics_seen() if t.startswith("homeassistant/")]
+    # Retained messages arrive in no set order: wait for the last of each kind the checks below read.
     assert late.wait(lambda: late.last(f"{BASE}/person/ann_lee/attributes") is not None)
-    late.wait(lambda: late.last(f"{BASE}/camera/cam0/attributes") is not None)
+    late.wait(lambda: late.last(f"{BASE}/camera/cam0/attributes") is not None and len(discovery()) >= 4)
     assert all(retain for topic, _, retain in late.messages)  # only retained ones: nothing new was published
     assert late.last(f"{BASE}/availability") == "online"
     assert late.last(f"{BASE}/person/ann_lee/state") == "home"
@@ -133,8 +135,6 @@ def test_topics_payloads_presence_and_discovery(redis_client, mosquitto, subscri
     assert door["state_topic"] == f"{BASE}/camera/front_door/last_person"
     assert door["json_attributes_topic"] == f"{BASE}/camera/front_door/attributes"
     assert door["unique_id"] == f"{node}_camera_{stable_id('Front Door')}" and door["device"] == ann["device"]
-    discovery = lambda: [t for t in late.topics_seen() if t.startswith("homeassistant/")]
-    late.wait(lambda: len(discovery()) >= 4)  # retained messages arrive in no set order
     configs = discovery()
     assert len(configs) == 4  # Ann, Bob, Front Door, cam0
     assert len({late.json(t)["unique_id"] for t in configs}) == 4
