@@ -1,8 +1,9 @@
 """An older model's embeddings of every cached crop, for harmonic training (`compat` in the config).
 
-The older model is a shipped ONNX with its card, run by ONNX Runtime exactly as the pipeline runs it, so
-"compatible" means compatible with the templates galleries really hold. Cached next to the crops, keyed by
-the model's fingerprint.
+The older model is a shipped ONNX with its card, run by ONNX Runtime as the pipeline's embedder runs it (the
+card's normalisation and flip averaging), so "compatible" means compatible with the templates galleries really
+hold. Cached next to the crops, keyed by the model's fingerprint and flip averaging. (The trainer may not import
+pipeline.recognise, hence the few lines of the embedder's preprocessing here.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def old_model_targets(cache: CropCache, card_path: str | Path, batch_size: int =
     if tuple(card.input_size) != tuple(cache.size):
         raise ConfigError(f"compat model {card.model_id} takes {tuple(card.input_size)} crops, "
                           f"cache {cache.folder} holds {cache.size}")
-    path = cache.folder / f"old_model_{card.fingerprint}.npy"
+    path = cache.folder / f"old_model_{card.fingerprint}{'-flip' if card.flip_average else ''}.npy"
     if path.is_file():
         targets = np.load(path)
         if targets.shape == (len(cache), card.embedding_dim):
@@ -38,10 +39,10 @@ def old_model_targets(cache: CropCache, card_path: str | Path, batch_size: int =
     out = np.empty((len(cache), card.embedding_dim), np.float32)
     with create_engine("onnxruntime", model_path=onnx_path(card, card_path)) as engine:
         name_in, name_out = engine.inputs[0].name, engine.outputs[0].name
+        run = lambda batch: engine.run({name_in: np.ascontiguousarray(batch.transpose(0, 3, 1, 2))})[name_out]
         for start in tqdm(range(0, len(cache), batch_size), desc=f"old model {card.model_id}", unit="batch"):
             crops = (cache.crops[start:start + batch_size].astype(np.float32) - mean) / std
-            out[start:start + len(crops)] = engine.run({name_in: np.ascontiguousarray(crops.transpose(0, 3, 1, 2))})[
-                name_out]
+            out[start:start + len(crops)] = run(crops) + (run(crops[:, :, ::-1]) if card.flip_average else 0.0)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     tmp = path.with_name(path.stem + ".partial.npy")
     np.save(tmp, out)
