@@ -132,7 +132,9 @@ def _calibrate(args) -> dict:
 def _export(args) -> dict:
     from trainer.export import export
 
-    card = export(args.run, args.out, model_id=args.model_id, flip_average=args.flip_average)
+    shifts = [(dx, dy) for s in args.shift_average for dx, dy in ((s, 0), (-s, 0), (0, s), (0, -s))]
+    card = export(args.run, args.out, model_id=args.model_id, flip_average=args.flip_average,
+                  test_time_shifts=shifts)
     return json.loads(Path(card).read_text())
 
 
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", default=None)
     p.add_argument("--flip-average", action="store_true",
                    help="the card tells the embedder to average each face's embedding with its mirror image's")
+    p.add_argument("--shift-average", type=int, action="append", default=[], metavar="PIXELS",
+                   help="also average over the crop shifted this many pixels left, right, up and down "
+                        "(card test_time_shifts; repeatable)")
     p.set_defaults(handler=_export)
     return parser
 

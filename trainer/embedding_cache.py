@@ -46,7 +46,7 @@ class EmbeddingCache:
     """`EmbeddingCache(folder, root, fingerprint, cropper).embed(paths, embed_fn) -> Embedded`."""
 
     def __init__(self, folder: str | Path, root: str | Path, fingerprint: str, cropper: FaceCropper,
-                 *, flip_average: bool = False, save_every: int = 512):
+                 *, flip_average: bool = False, test_time_shifts=(), save_every: int = 512):
         self.root = Path(os.path.abspath(root))  # not resolve(): a tree of symlinked folders stays one tree
         self.cropper = cropper
         settings = {"root": str(self.root), "fingerprint": fingerprint, "size": list(cropper.size),
@@ -54,6 +54,8 @@ class EmbeddingCache:
                     "fallback_fraction": cropper.fallback_fraction, "detector": detector_settings(cropper.detector)}
         if flip_average:  # only when set, so the files written before the option keep their names
             settings["flip_average"] = True
+        if test_time_shifts:
+            settings["test_time_shifts"] = [list(shift) for shift in test_time_shifts]
         self.settings = settings
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.path = Path(folder) / f"{fingerprint}-{self.root.parent.name}-{self.root.name}-{digest}.npz"
@@ -145,4 +147,5 @@ def pipeline_cache(folder: str | Path, root: str | Path, embedder, detector, *,
     face choice and centre-crop fallback of `trainer eval`."""
     cropper = FaceCropper(detector, embedder.size, embedder.template, fallback="centre",
                           fallback_fraction=fallback_fraction)
-    return EmbeddingCache(folder, root, embedder.fingerprint, cropper, flip_average=embedder.card.flip_average)
+    return EmbeddingCache(folder, root, embedder.fingerprint, cropper, flip_average=embedder.card.flip_average,
+                          test_time_shifts=embedder.card.test_time_shifts)

@@ -68,7 +68,8 @@ def harmonic_with(cfg: TrainConfig, summary: dict) -> dict | None:
 
 
 def export(run: str | Path, out: str | Path, model_id: str | None = None, metrics: dict | None = None,
-           thresholds: dict | None = None, flip_average: bool = False) -> Path:
+           thresholds: dict | None = None, flip_average: bool = False,
+           test_time_shifts: list[tuple[int, int]] = ()) -> Path:
     """Write `out` (.onnx) and its card (.json beside it); returns the card's path. A run trained with a
     compatibility term (`compat.model`) is harmonic with that model: the card lists its fingerprint."""
     run, out = Path(run), Path(out)
@@ -90,7 +91,7 @@ def export(run: str | Path, out: str | Path, model_id: str | None = None, metric
         onnx=out.name, input_size=prep.input_size, mean=prep.mean, std=prep.std,
         template=[tuple(map(float, p)) for p in model_template(cfg.model.name)],
         thresholds=thresholds or {}, harmonic_with=[harmonic["fingerprint"]] if harmonic else [],
-        flip_average=flip_average,
+        flip_average=flip_average, test_time_shifts=list(test_time_shifts),
         training={"data": {"cache": str(cfg.data.cache), **cache.counts,
                            "holdout_pairs": str(cfg.data.holdout_pairs) if cfg.data.holdout_pairs else None,
                            "holdout_folds": cfg.data.holdout_folds},

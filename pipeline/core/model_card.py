@@ -1,6 +1,6 @@
 """The model card: the JSON sidecar that travels with every exported embedder ONNX file.
 
-It carries what inference needs (input size, normalisation, alignment template, thresholds, flip averaging)
+It carries what inference needs (input size, normalisation, alignment template, thresholds, test-time views)
 and what a reader needs to trust the model (training data, command, metrics). The gallery stores
 `fingerprint` and refuses templates from any other model, except the older models this one was trained to be
 harmonic with (`harmonic_with`): their templates and this model's probes are comparable.
@@ -43,6 +43,10 @@ class ModelCard(BaseModel):
     harmonic_thresholds: dict[str, dict[str, float]] = {}
     # Embed the crop and its mirror image and use their renormalised sum.
     flip_average: bool = False
+    # Also embed the crop shifted by each (dx, dy) pixels (and its mirror image, with flip_average), and use the
+    # renormalised sum of every view (pipeline.core.views): steadier against landmark jitter, at that many
+    # times the embedder's cost.
+    test_time_shifts: list[tuple[int, int]] = []
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
 
@@ -60,6 +64,15 @@ class ModelCard(BaseModel):
         if bad:
             raise ValueError(f"harmonic_with holds fingerprints (16 lowercase hex digits), got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _small_shifts(self):
+        limit = min(self.input_size) // 8
+        bad = [s for s in self.test_time_shifts if max(abs(s[0]), abs(s[1])) > limit or s == (0, 0)]
+        if bad:
+            raise ValueError(f"test_time_shifts are non-zero (dx, dy) of at most {limit} pixels "
+                             f"(1/8 of the crop), got {bad}")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_of_harmonic_models(self):

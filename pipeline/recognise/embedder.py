@@ -1,8 +1,8 @@
 """The embedder adapter: an inference engine plus the pre/post-processing its model card describes.
 
 Like insightface's model_zoo adapters it receives an engine and owns only what surrounds it: alignment
-to the card's template, normalisation, batching, flip averaging where the card asks for it, and a
-unit-length check on the way out.
+to the card's template, normalisation, batching, the test-time views the card asks for (mirror image, small
+shifts), and a unit-length check on the way out.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pipeline.core.align import align
 from pipeline.core.errors import EngineError
 from pipeline.core.faces import Faces
 from pipeline.core.model_card import ModelCard, load_card, onnx_path
+from pipeline.core.views import views
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,11 @@ class Embedder:
         if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (*self.size, 3) or crops_rgb.dtype != np.uint8:
             raise EngineError(f"crops must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), "
                               f"got {crops_rgb.dtype} {crops_rgb.shape}")
-        out = self._run(crops_rgb)
-        if self.card.flip_average:
-            # A face and its mirror image are the same person: their summed embedding is steadier across pose
-            # and lighting than either (the card says whether the model was measured so).
-            out += self._run(crops_rgb[:, :, ::-1])
+        crop_views = views(crops_rgb, self.card.test_time_shifts, self.card.flip_average)
+        out = self._run(crop_views[0])
+        for view in crop_views[1:]:  # the card's test-time views (pipeline.core.views): summed, renormalised
+            out += self._run(view)
+        if len(crop_views) > 1:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 

@@ -1,5 +1,5 @@
-"""Model-card options the embedder obeys: flip averaging (crop + mirror, renormalised sum) on real faces, and the
-card's list of harmonic models, validated at load."""
+"""Model-card options the embedder obeys: flip averaging (crop + mirror, renormalised sum) and shifted views on real
+faces, and the card's list of harmonic models and its shifts, validated at load."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from pipeline.core.errors import ConfigError
 from pipeline.core.images import read_image
 from pipeline.core.model_card import load_card
+from pipeline.core.views import shifted
 from pipeline.recognise.embedder import DEFAULT_MODEL, Embedder
 
 PHOTOS = ["ageitgey_face_recognition_examples/knn_examples/test/obama_and_biden.jpg",
@@ -62,3 +63,30 @@ def test_harmonic_with_holds_fingerprints(tmp_path):
     for bad in (["not-a-fingerprint"], ["0123456789ABCDEF"], "0123456789abcdef"):
         with pytest.raises(ConfigError, match="harmonic_with"):
             load_card(card_copy(tmp_path, harmonic_with=bad))
+
+
+def test_shift_views_are_summed_with_their_mirror_images(crops, tmp_path):
+    plain = Embedder(card_copy(tmp_path, flip_average=False))
+    shifts = [(3, 0), (-3, 0), (0, 3), (0, -3)]
+    tta = Embedder(card_copy(tmp_path, flip_average=True, test_time_shifts=shifts))
+    views = [crops, *(shifted(crops, dx, dy) for dx, dy in shifts)]
+    total = sum(plain.embed(v) + plain.embed(np.ascontiguousarray(v[:, :, ::-1])) for v in views)
+    got = tta.embed(crops)
+    np.testing.assert_allclose(got, total / np.linalg.norm(total, axis=1, keepdims=True), atol=1e-5)
+    # A shift moves the face: the view's embedding is not the crop's, yet the same person's.
+    moved, still = plain.embed(views[1]), plain.embed(crops)
+    assert np.max(np.abs(moved - still)) > 1e-3 and np.min(np.sum(moved * still, axis=1)) > 0.9
+
+
+def test_shifted_moves_pixels_and_repeats_the_edge(crops):
+    moved = shifted(crops[:1], 3, -2)
+    np.testing.assert_array_equal(moved[0, 10:-10, 13:-10], crops[0, 12:-8, 10:-13])
+    np.testing.assert_array_equal(moved[0, 5, :3], np.repeat(crops[0, 7, :1], 3, axis=0))
+    assert moved.shape == crops[:1].shape and moved.dtype == np.uint8
+
+
+def test_test_time_shifts_are_small_and_non_zero(tmp_path):
+    for bad in ([(0, 0)], [(40, 0)], [(0, -19)], [(1, 2, 3)]):
+        with pytest.raises(ConfigError, match="test_time_shifts"):
+            load_card(card_copy(tmp_path, test_time_shifts=bad))
+    assert load_card(card_copy(tmp_path, test_time_shifts=[(18, -18)])).test_time_shifts == [(18, -18)]

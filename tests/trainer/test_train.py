@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,6 +176,33 @@ def test_compat_term_makes_a_new_model_harmonic_with_the_old(tiny_cache, tmp_pat
     assert load_card(export(tmp_path / "plain", tmp_path / "models" / "plain.onnx")).harmonic_with == []
 
 
+def test_old_model_targets_are_what_its_embedder_gives_galleries(shared_data, tmp_path):
+    """Harmonic training aims at the old model's embeddings as galleries hold them: with its card's views
+    (here v1's card, asked to flip-average and shift)."""
+    from pipeline.recognise.embedder import Embedder
+    from trainer.export import model_template
+    from trainer.old_model_targets import old_model_targets
+
+    root = tmp_path / "tree"
+    for name in PEOPLE[:2]:
+        (root / name).mkdir(parents=True)
+        for image in sorted((shared_data / "lfw" / "images" / name).glob("*.jpg"))[:2]:
+            (root / name / image.name).symlink_to(image)
+    prepare(root, tmp_path / "crops", size=(150, 150), template=model_template("dlib_resnet"),
+            detector=MTCNN(engine="torch"), progress=False)
+    crops = CropCache.open(tmp_path / "crops")
+    v1 = REPO / "models" / "facestream-v1.json"
+    card = json.loads(v1.read_text()) | {"onnx": str(v1.with_suffix(".onnx"))}
+    for name, views in (("views", {"flip_average": True, "test_time_shifts": [[2, 0], [0, -2]]}),
+                        ("plain", {"flip_average": False, "test_time_shifts": []})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(card | views))
+    targets, _ = old_model_targets(crops, tmp_path / "views.json")
+    embedded = Embedder(tmp_path / "views.json").embed(np.ascontiguousarray(crops.crops[:]))
+    np.testing.assert_allclose(targets.numpy(), embedded, atol=1e-5)
+    without_views, _ = old_model_targets(crops, tmp_path / "plain.json")  # a cache file of its own
+    assert np.max(np.abs(without_views.numpy() - embedded)) > 1e-3
+
+
 def test_config_rejects_unknown_key_naming_file(tmp_path):
     from pipeline.core.errors import ConfigError
 
@@ -189,9 +217,12 @@ def test_cli_export_then_eval_prints_the_protocol_json(tiny_cache, shared_data, 
     run = tmp_path / "run"
     _run(_config(tiny_cache, run, optim__steps=1))
     onnx = tmp_path / "cli.onnx"
-    done = subprocess.run([sys.executable, "-m", "trainer", "export", "--run", str(run), "--out", str(onnx)],
+    done = subprocess.run([sys.executable, "-m", "trainer", "export", "--run", str(run), "--out", str(onnx),
+                           "--flip-average", "--shift-average", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    card = load_card(onnx.with_suffix(".json"))
+    assert card.flip_average and card.test_time_shifts == [(2, 0), (-2, 0), (0, 2), (0, -2)]
     lines = (shared_data / "lfw" / "pairsDevTest_shared.txt").read_text().splitlines()
     matched = [line for line in lines if len(line.split()) == 3][:4]
     mismatched = [line for line in lines if len(line.split()) == 4][:4]

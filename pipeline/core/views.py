@@ -1,0 +1,31 @@
+"""Test-time views of aligned crops, as a model card asks for them: the crop itself, its mirror image
+(`flip_average`), and copies shifted by a few pixels (`test_time_shifts`).
+
+The embedder sums a crop's embeddings over its views and renormalises: a face seen from a slightly different
+place or in a mirror is the same person, so the sum is steadier against landmark jitter than any one view. The
+trainer's old-model targets use the same views, so "harmonic with" means harmonic with what galleries hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def views(crops: np.ndarray, shifts: Sequence[tuple[int, int]] = (), flip: bool = False) -> list[np.ndarray]:
+    """(N, h, w, 3) crops and their variants: each shift (dx, dy) in pixels (edge pixels repeated into the
+    gap), then the mirror image of every one of those when `flip`."""
+    out = [crops, *(shifted(crops, dx, dy) for dx, dy in shifts)]
+    if flip:
+        out += [np.ascontiguousarray(view[:, :, ::-1]) for view in out]
+    return out
+
+
+def shifted(crops: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """`crops` moved right by dx and down by dy pixels; the uncovered edge repeats the nearest row/column."""
+    height, width = crops.shape[1:3]
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return np.stack([cv2.warpAffine(crop, move, (width, height), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_REPLICATE) for crop in crops]) if len(crops) else crops
