@@ -1,4 +1,4 @@
-"""`python -m trainer prepare|train|eval|calibrate|export` — the trainer's command line."""
+"""`python -m trainer prepare|train|eval|calibrate|export|views` — the trainer's command line."""
 
 from __future__ import annotations
 
@@ -132,10 +132,44 @@ def _calibrate(args) -> dict:
 def _export(args) -> dict:
     from trainer.export import export
 
-    shifts = [(dx, dy) for s in args.shift_average for dx, dy in ((s, 0), (-s, 0), (0, s), (0, -s))]
+    from pipeline.core.views import horizontal_shifts
+
     card = export(args.run, args.out, model_id=args.model_id, flip_average=args.flip_average,
-                  test_time_shifts=shifts)
+                  test_time_shifts=horizontal_shifts(args.shift_average))
     return json.loads(Path(card).read_text())
+
+
+def _views(args) -> dict:
+    """New test-time views for an exported model: its embeddings change with them, so every threshold and figure
+    measured with the old views leaves the card (run `calibrate` and `eval` again)."""
+    from pydantic import ValidationError
+
+    from pipeline.core.model_card import ModelCard, load_card, save_card
+    from pipeline.core.views import horizontal_shifts
+
+    card = load_card(args.model)
+    kept = {k: v for k, v in card.metrics.items() if k == "export_parity_max_abs_diff"}
+    dropped = sorted(set(card.metrics) - set(kept))
+    views = {"flip_average": args.flip_average, "test_time_shifts": horizontal_shifts(args.shift_average),
+             "thresholds": {}, "harmonic_thresholds": {}, "metrics": kept,
+             "training": {**card.training, "views_command": "python -m trainer " + " ".join(sys.argv[1:])}}
+    try:
+        card = ModelCard.model_validate({**card.model_dump(), **views})
+    except ValidationError as exc:
+        raise ConfigError(f"views for {args.model}: {exc.errors()[0]['msg']}") from None
+    save_card(card, args.model)
+    log.warning("%s: new views; thresholds and %s dropped: re-run `trainer calibrate` (and `eval`)",
+                args.model, ", ".join(dropped) or "no metrics")
+    return {"model": card.model_id, "flip_average": card.flip_average,
+            "test_time_shifts": card.test_time_shifts, "dropped": ["thresholds", "harmonic_thresholds", *dropped]}
+
+
+def _add_view_options(p) -> None:
+    p.add_argument("--flip-average", action="store_true",
+                   help="the card tells the embedder to average each face's embedding with its mirror image's")
+    p.add_argument("--shift-average", type=int, action="append", default=[], metavar="PIXELS",
+                   help="also average over the crop shifted this many pixels left and right "
+                        "(card test_time_shifts; repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,12 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="the .onnx to write (card beside it)")
     p.add_argument("--model-id", default=None)
-    p.add_argument("--flip-average", action="store_true",
-                   help="the card tells the embedder to average each face's embedding with its mirror image's")
-    p.add_argument("--shift-average", type=int, action="append", default=[], metavar="PIXELS",
-                   help="also average over the crop shifted this many pixels left, right, up and down "
-                        "(card test_time_shifts; repeatable)")
+    _add_view_options(p)
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser("views", help="change an exported model card's test-time views (flip, shifts); "
+                                     "drops its thresholds, to be calibrated again")
+    p.add_argument("--model", type=Path, required=True, help="model card (.json) to rewrite")
+    _add_view_options(p)
+    p.set_defaults(handler=_views)
     return parser
 
 

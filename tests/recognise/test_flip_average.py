@@ -90,3 +90,21 @@ def test_test_time_shifts_are_small_and_non_zero(tmp_path):
         with pytest.raises(ConfigError, match="test_time_shifts"):
             load_card(card_copy(tmp_path, test_time_shifts=bad))
     assert load_card(card_copy(tmp_path, test_time_shifts=[(18, -18)])).test_time_shifts == [(18, -18)]
+
+
+def test_trainer_views_rewrites_the_views_and_drops_what_they_invalidate(tmp_path, capsys):
+    """`python -m trainer views`: new views change every embedding, so the card's thresholds and measured figures
+    go with the old ones; bad shifts are refused in one line and leave the card as it was."""
+    from trainer.__main__ import main
+
+    path = card_copy(tmp_path)
+    before = path.read_bytes()
+    assert main(["views", "--model", str(path), "--flip-average", "--shift-average", "40"]) == 2
+    assert "test_time_shifts" in capsys.readouterr().err and path.read_bytes() == before
+    assert main(["views", "--model", str(path), "--flip-average", "--shift-average", "3"]) == 0
+    card = load_card(path)
+    assert card.flip_average and card.test_time_shifts == [(3, 0), (-3, 0)]
+    assert card.thresholds == {} and card.harmonic_thresholds == {} and "open_set_calibration" not in card.metrics
+    assert card.harmonic_with == load_card(DEFAULT_MODEL).harmonic_with and "views" in card.training["views_command"]
+    with pytest.raises(ConfigError, match="no threshold for FAR 1e-3"):
+        card.threshold_at(1e-3)
