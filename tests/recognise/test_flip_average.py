@@ -108,3 +108,21 @@ def test_trainer_views_rewrites_the_views_and_drops_what_they_invalidate(tmp_pat
     assert card.harmonic_with == load_card(DEFAULT_MODEL).harmonic_with and "views" in card.training["views_command"]
     with pytest.raises(ConfigError, match="no threshold for FAR 1e-3"):
         card.threshold_at(1e-3)
+
+
+@pytest.mark.parametrize("base, tta", [("facestream-default.json", "facestream-default-tta.json"),
+                                       ("facestream-default-heldout.json", "facestream-default-heldout-tta.json")])
+def test_the_shift_view_cards_are_their_models_with_their_own_thresholds(base, tta):
+    """The opt-in cards run the same ONNX (so they search the same galleries) with shift views, and carry
+    thresholds calibrated for those views, for their own and for v1's templates."""
+    from pipeline.core.model_card import fingerprint_file, onnx_path
+
+    models = DEFAULT_MODEL.parent
+    plain, shifted_card = load_card(models / base), load_card(models / tta)
+    assert shifted_card.fingerprint == plain.fingerprint == fingerprint_file(onnx_path(shifted_card, models / tta))
+    assert shifted_card.flip_average and shifted_card.test_time_shifts == [(3, 0), (-3, 0)]
+    assert plain.test_time_shifts == [] and plain.flip_average
+    assert set(shifted_card.thresholds) == set(plain.thresholds) and shifted_card.thresholds != plain.thresholds
+    assert set(shifted_card.harmonic_thresholds) == set(plain.harmonic_thresholds) == set(plain.harmonic_with)
+    # Calibrated on embeddings of its own views (the embedding cache keys on them), not on the plain card's.
+    assert shifted_card.metrics["open_set_calibration"]["cache"] != plain.metrics["open_set_calibration"]["cache"]
