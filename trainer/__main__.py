@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _calibrate(args) -> dict:
                    "people": CALIBRATION_RULE if not args.include_bench_strangers else
                    "every unseen person (held-out folds, all one-image people)",
                    "pairs_file": str(args.pairs), "holdout_folds": folds, "images_dir": str(args.images),
-                   "cache": str(cache.path), "command": "python -m trainer " + " ".join(sys.argv[1:])})
+                   "cache": str(cache.path), "command": args.command_line})
     if gallery_embed is not None:
         result["gallery_model"] = {"model": old.card.model_id, "fingerprint": old.fingerprint}
     if args.update_card:
@@ -152,7 +153,7 @@ def _views(args) -> dict:
     dropped = sorted(set(card.metrics) - set(kept))
     views = {"flip_average": args.flip_average, "test_time_shifts": horizontal_shifts(args.shift_average),
              "thresholds": {}, "harmonic_thresholds": {}, "metrics": kept,
-             "training": {**card.training, "views_command": "python -m trainer " + " ".join(sys.argv[1:])}}
+             "training": {**card.training, "views_command": args.command_line}}
     try:
         card = ModelCard.model_validate({**card.model_dump(), **views})
     except ValidationError as exc:
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "trainer", *(sys.argv[1:] if argv is None else argv)])
     configure_logging(args.log_level)
     if getattr(args, "model", None) is None and args.command in ("eval", "calibrate"):
         from pipeline.recognise.embedder import DEFAULT_MODEL

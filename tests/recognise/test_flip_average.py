@@ -106,8 +106,10 @@ def test_trainer_views_rewrites_the_views_and_drops_what_they_invalidate(tmp_pat
     assert card.flip_average and card.test_time_shifts == [(3, 0), (-3, 0)]
     assert card.thresholds == {} and card.harmonic_thresholds == {} and "open_set_calibration" not in card.metrics
     assert card.harmonic_with == load_card(DEFAULT_MODEL).harmonic_with and "views" in card.training["views_command"]
-    with pytest.raises(ConfigError, match="no threshold for FAR 1e-3"):
-        card.threshold_at(1e-3)
+    from pipeline.gallery.threshold import operating_point
+
+    with pytest.raises(ConfigError, match="has no calibrated thresholds"):  # nothing runs on stale thresholds
+        operating_point(card, "auto", 0.01, [1, 1])
 
 
 @pytest.mark.parametrize("base, tta", [("facestream-default.json", "facestream-default-tta.json"),
