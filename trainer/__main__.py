@@ -131,9 +131,8 @@ def _calibrate(args) -> dict:
 
 
 def _export(args) -> dict:
-    from trainer.export import export
-
     from pipeline.core.views import horizontal_shifts
+    from trainer.export import export
 
     card = export(args.run, args.out, model_id=args.model_id, flip_average=args.flip_average,
                   test_time_shifts=horizontal_shifts(args.shift_average))
