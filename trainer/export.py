@@ -6,6 +6,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def harmonic_with(cfg: TrainConfig, summary: dict) -> dict | None:
 
 def export(run: str | Path, out: str | Path, model_id: str | None = None, metrics: dict | None = None,
            thresholds: dict | None = None, flip_average: bool = False,
-           test_time_shifts: list[tuple[int, int]] = ()) -> Path:
+           test_time_shifts: Sequence[tuple[int, int]] = ()) -> Path:
     """Write `out` (.onnx) and its card (.json beside it); returns the card's path. A run trained with a
     compatibility term (`compat.model`) is harmonic with that model: the card lists its fingerprint."""
     run, out = Path(run), Path(out)

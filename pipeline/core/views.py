@@ -19,7 +19,7 @@ def views(crops: np.ndarray, shifts: Sequence[tuple[int, int]] = (), flip: bool 
     gap), then the mirror image of every one of those when `flip`."""
     out = [crops, *(shifted(crops, dx, dy) for dx, dy in shifts)]
     if flip:
-        out += [np.ascontiguousarray(view[:, :, ::-1]) for view in out]
+        out += [view[:, :, ::-1] for view in out]  # views, not copies: the engine's input is copied anyway
     return out
 
 

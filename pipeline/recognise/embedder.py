@@ -71,11 +71,12 @@ class Embedder:
             raise EngineError(f"crops must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), "
                               f"got {crops_rgb.dtype} {crops_rgb.shape}")
         crop_views = views(crops_rgb, self.card.test_time_shifts, self.card.flip_average)
-        out = self._run(crop_views[0])
-        for view in crop_views[1:]:  # the card's test-time views (pipeline.core.views): summed, renormalised
-            out += self._run(view)
-        if len(crop_views) > 1:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        if len(crop_views) == 1:
+            return self._run(crops_rgb)
+        # The card's test-time views (pipeline.core.views), run as one batch (a single face at batch 1 becomes
+        # one engine call of all its views), then summed per face and renormalised.
+        out = self._run(np.concatenate(crop_views)).reshape(len(crop_views), len(crops_rgb), -1).sum(axis=0)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def _run(self, crops_rgb: np.ndarray) -> np.ndarray:
