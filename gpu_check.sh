@@ -25,7 +25,7 @@ OUT="${OUT:-out/gpu_check}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
-PYTHONPATH=. timeout 540 "$PYTHON" - "$OUT" <<'PY' 2> "$OUT/stderr.log" | tee "$OUT/gpu_check.jsonl"
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout 540 "$PYTHON" - "$OUT" <<'PY' 2> "$OUT/stderr.log" | tee "$OUT/gpu_check.jsonl"
 import importlib, importlib.util, json, os, sys, tempfile, time, traceback
 from pathlib import Path
 import numpy as np
@@ -152,10 +152,11 @@ def no_trt(precision):
         return None
     return why
 
-def torch_cuda(graphs):
+def torch_cuda(graphs, channels_last=True):
     from engines.torch_cuda_engine import TorchCudaEngine
     from trainer.models import create_model  # the architectures: engines/ never imports the trainer itself
-    return TorchCudaEngine(onnx, create_model, weights=weights if weights.is_file() else None, cuda_graphs=graphs)
+    return TorchCudaEngine(onnx, create_model, weights=weights if weights.is_file() else None, cuda_graphs=graphs,
+                           channels_last=channels_last)
 
 def ort_engine(kind):
     if kind == "cpu":
@@ -168,11 +169,103 @@ def tensorrt(precision):
     from engines.tensorrt_engine import TensorRTEngine
     return TensorRTEngine(onnx, max_batch=256, precision=precision, cache_dir=trt_cache / "trt")
 
+def embedder_end_to_end():
+    """What the pipeline gets: pipeline.recognise.Embedder on torch-cuda, aligned uint8 crops in, the card's views
+    (mirror image) and unit embeddings out, normalised on the GPU (run_crops) or, in the -cpu-normalise row, on
+    the CPU. faces_per_s counts faces, not views; each call is one engine batch of all its faces' views."""
+    if no_weights():
+        return emit({"path": "embedder-torch-cuda", "status": "skipped", "reason": no_weights()})
+    try:
+        from pipeline.recognise.embedder import Embedder
+        from trainer.models import create_model
+    except ImportError as exc:  # pydantic (the card's schema) is not on a bare GPU box: carry its wheels
+        return emit({"path": "embedder-torch-cuda", "status": "skipped", "reason": f"{type(exc).__name__}: {exc}"})
+    faces = np.ascontiguousarray(np.resize(crops, (256, *crops.shape[1:])).astype(np.uint8))
+    views = (2 if card.get("flip_average") else 1) * (1 + 2 * len(card.get("test_time_shifts") or []))
+    for label, on_device in (("embedder-torch-cuda-end-to-end", True), ("embedder-torch-cuda-cpu-normalise", False)):
+        try:
+            rows = {}
+            for b in BATCHES:
+                embedder = Embedder(card_path, engine="torch-cuda", batch_size=views * b, create_model=create_model,
+                                    weights=weights if weights.is_file() else None)
+                embedder.device_preprocessing = on_device
+                embedder.embed(faces[:b]); embedder.embed(faces[:b])
+                times, start = [], time.perf_counter()
+                while len(times) < 5 or time.perf_counter() - start < MIN_S:
+                    t0 = time.perf_counter(); embedder.embed(faces[:b]); times.append(time.perf_counter() - t0)
+                rows[b] = float(np.median(times))
+                embedder.close()
+            emit({"path": label, "status": "ok", "views_per_face": views,
+                  "faces_per_s": {str(b): round(b / t, 1) for b, t in rows.items()},
+                  "p50_ms": {str(b): round(t * 1000, 3) for b, t in rows.items()}})
+        except Exception as exc:
+            emit({"path": label, "status": "error", "error": repr(exc), "trace": traceback.format_exc(limit=3)})
+
+def device_resident():
+    """The network alone: input already on the GPU, CUDA-graph replays timed with CUDA events, for fp16 and bf16,
+    NCHW and channels_last. Set against the engine rows, it says how much of a batch is the copy in and out."""
+    if no_weights():
+        return emit({"path": "torch-cuda-device-resident", "status": "skipped", "reason": no_weights()})
+    import torch
+    from engines.torch_cuda_engine import build_module
+    from trainer.models import create_model
+    module, _, _ = build_module(card_path, create_model, weights if weights.is_file() else None)
+    torch.backends.cudnn.benchmark = True  # the best kernels for each fixed shape: these rows are the ceiling
+    try:
+        transfer = {}  # host->device copy of one 256-face batch from pinned memory: float32 NCHW vs the uint8 crops
+        for name, host in (("float32_nchw", torch.from_numpy(x[:256])), ("uint8_nhwc", torch.from_numpy(
+                np.ascontiguousarray(np.resize(crops, (256, *crops.shape[1:])).astype(np.uint8))))):
+            host = host.pin_memory()
+            host.to("cuda"); torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                host.to("cuda", non_blocking=True)
+            torch.cuda.synchronize()
+            transfer[name] = round((time.perf_counter() - t0) / 20 * 1000, 3)
+        emit({"path": "host-to-device-copy-256", "status": "ok", "ms": transfer})
+    except Exception as exc:
+        emit({"path": "host-to-device-copy-256", "status": "error", "error": repr(exc)})
+    for dtype in (torch.float16, torch.bfloat16):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            label = f"torch-cuda-device-resident-{str(dtype).split('.')[-1]}-{'nhwc' if layout is torch.channels_last else 'nchw'}"
+            try:
+                net = create_model(card["architecture"]).eval()
+                net.load_state_dict(module.state_dict())
+                net = net.to("cuda", dtype).to(memory_format=layout)
+                rows = {}
+                for b in BATCHES:
+                    static_in = torch.from_numpy(x[:b]).to("cuda", dtype).contiguous(memory_format=layout)
+                    stream = torch.cuda.Stream(); stream.wait_stream(torch.cuda.current_stream())
+                    with torch.inference_mode():
+                        with torch.cuda.stream(stream):
+                            for _ in range(3):
+                                net(static_in)
+                        torch.cuda.current_stream().wait_stream(stream)
+                        graph = torch.cuda.CUDAGraph()
+                        with torch.cuda.graph(graph):
+                            net(static_in)
+                    reps = max(20, int(2000 / b))
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    graph.replay(); torch.cuda.synchronize()
+                    start.record()
+                    for _ in range(reps):
+                        graph.replay()
+                    end.record(); torch.cuda.synchronize()
+                    rows[b] = start.elapsed_time(end) / 1000 / reps
+                emit({"path": label, "status": "ok",
+                      "faces_per_s": {str(b): round(b / t, 1) for b, t in rows.items()},
+                      "mean_ms": {str(b): round(t * 1000, 3) for b, t in rows.items()}})
+            except Exception as exc:
+                emit({"path": label, "status": "error", "error": repr(exc), "trace": traceback.format_exc(limit=3)})
+
 run_path("onnxruntime-cpu", lambda: ort_engine("cpu"), no_ort)
 run_path("torch-cuda-fp16-graphs", lambda: torch_cuda(True), no_weights)
+run_path("torch-cuda-fp16-graphs-nchw", lambda: torch_cuda(True, channels_last=False), no_weights)
 run_path("torch-cuda-fp16-eager", lambda: torch_cuda(False), no_weights)
 run_path("onnxruntime-cuda", lambda: ort_engine("cuda"), no_provider("CUDAExecutionProvider"))
 run_path("onnxruntime-tensorrt-fp16", lambda: ort_engine("tensorrt"), no_provider("TensorrtExecutionProvider"))
 run_path("tensorrt-fp32", lambda: tensorrt("fp32"), no_trt("fp32"))
 run_path("tensorrt-fp16", lambda: tensorrt("fp16"), no_trt("fp16"))
+embedder_end_to_end()
+device_resident()
 PY

