@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for every NVIDIA path, run on a lent H200 with the machine's own python and packages (our venv is
-# not there, and the machine reaches no package index, so nothing is installed). Each path prints one JSON line:
+# not there and the machine reaches no package index; only pydantic's wheels are carried). Each path prints one JSON line:
 #     {"path": "torch-cuda-fp16-graphs", "status": "ok", "faces_per_s": {"1": .., "16": .., "64": .., "256": ..},
 #      "p50_ms": {...}, "parity_vs_ort_cpu": {"max_abs_diff": .., "min_cosine": ..}}
 # or {"path": ..., "status": "skipped", "reason": "..."} for what the machine lacks (no CUDA, a wheel that does not
@@ -8,15 +8,24 @@
 # should run fails. Paths: torch-cuda FP16 with and without CUDA graphs, ORT CUDA EP, ORT TensorRT EP (FP16),
 # TensorRT + pycuda (fp32, and fp16 on TensorRT 10), all against ORT CPU on the same 64 faces.
 #
-# Decision: weights travel as a .pt state dict made here, because the GPU box may lack the `onnx` package:
-#     .venv/bin/python -c "from engines.torch_cuda_engine import export_state_dict as e; \
-#         from trainer.models import create_model; \
-#         e('models/facestream-default.json', 'state/models/facestream-default.pt', create_model)"
-# then run with carry=["state/models/facestream-default.pt", "state/gpu_crops.npy"] (the crops are optional:
-# random faces otherwise; the whole crop cache is ~680 MB, over the carry limit, so 256 real crops travel in
-# state/gpu_crops.npy: make it with
-#     .venv/bin/python -c "import numpy as np; np.save('state/gpu_crops.npy', np.load('state/crops/lfw150/crops.npy', mmap_mode='r')[:256])"
-# ). Without `onnx` the TensorRT path cannot build a plan (engines.build reads the ONNX's precision with it) and
+# Also: the real Embedder end to end on torch-cuda (uint8 crops in, mirror images and normalisation on the GPU via
+# run_crops, and the same with the normalisation on the CPU), the network alone on device-resident input (fp16/bf16,
+# NCHW/NHWC, CUDA events), and the host-to-device copy of a 256-face batch as float32 and as uint8.
+#
+# How it was run on an H200 (docs/gpu/, `python -m bench.gpu_report` summarises and plots it):
+#   - the working tree that travels is capped at 64 MiB, so the two ONNX files the check does not use
+#     (models/facestream-default-heldout.onnx, models/facestream-v1.onnx) were moved out for the call;
+#   - weights come from the ONNX (the box has the onnx package); where it lacks it, carry a .pt made here with
+#         .venv/bin/python -c "from engines.torch_cuda_engine import export_state_dict as e; \
+#             from trainer.models import create_model; \
+#             e('models/facestream-default.json', 'state/models/facestream-default.pt', create_model)"
+#   - 64 real aligned crops travel in state/gpu_crops.npy (random faces otherwise), made with
+#         .venv/bin/python -c "import numpy as np; np.save('state/gpu_crops.npy', \
+#             np.load('state/crops/lfw150/crops.npy', mmap_mode='r')[:64])"
+#   - the Embedder rows need pydantic (the card's schema), absent there: its wheels (pydantic, pydantic_core,
+#     annotated-types, typing-inspection for cp312) travel in .whl/ and are installed to /tmp/site on PYTHONPATH;
+#   - carry=["state/gpu_crops.npy", ".whl"]; command: GPU_CHECK_MIN_S=1 OUT=$OUT bash gpu_check.sh (~45 s).
+# Without `onnx` the TensorRT path cannot build a plan (engines.build reads the ONNX's precision with it) and
 # says so. PYTHON picks the interpreter (python3 there; `PYTHON=.venv/bin/python bash gpu_check.sh` here, where
 # every GPU path reports skipped). GPU_CHECK_MIN_S: seconds timed per batch size (default 1).
 # Output: $OUT/gpu_check.jsonl (also printed), $OUT/stderr.log, $OUT/nvidia-smi.csv.

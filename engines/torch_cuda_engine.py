@@ -239,10 +239,12 @@ class TorchCudaEngine(ClosingEngine):
             return empty_outputs(self.outputs)
         return self._infer(self._to_device(feeds[self.inputs[0].name]).to(self.dtype))
 
-    def run_crops(self, crops: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+    def run_crops(self, crops: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                  mirror: bool = False) -> dict[str, np.ndarray]:
         """Aligned uint8 RGB crops (N, h, w, 3) in, outputs as `run`'s; `(crop - mean) / std` and the NHWC -> NCHW
         layout are done on the device. A batch then crosses the bus as uint8, a quarter of the float32 bytes,
         and the CPU does no per-pixel work: on an H200 that per-pixel work, not the GPU, bounded the embedder.
+        `mirror`: the crops' mirror images are made there too and run after them (2N rows out, mirrors last).
         """
         if self._module is None:
             raise EngineError(f"engine for {self.model_path} is closed")
@@ -255,6 +257,8 @@ class TorchCudaEngine(ClosingEngine):
         mean_t, std_t = (torch.as_tensor(np.asarray(v, np.float32), device=self.device) for v in (mean, std))
         x = self._to_device(crops).to(torch.float32)  # float32 first, as the CPU path computes
         x = ((x - mean_t) / std_t).permute(0, 3, 1, 2)  # an NCHW view of NHWC memory: already channels_last
+        if mirror:
+            x = torch.cat([x, x.flip(3)])
         return self._infer(x.to(self.dtype))
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:

@@ -75,24 +75,33 @@ class Embedder:
         if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (*self.size, 3) or crops_rgb.dtype != np.uint8:
             raise EngineError(f"crops must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), "
                               f"got {crops_rgb.dtype} {crops_rgb.shape}")
-        crop_views = views(crops_rgb, self.card.test_time_shifts, self.card.flip_average)
-        if len(crop_views) == 1:
-            return self._run(crops_rgb)
         # The card's test-time views (pipeline.core.views), run as one batch (a single face at batch 1 becomes
-        # one engine call of all its views), then summed per face and renormalised.
-        out = self._run(np.concatenate(crop_views)).reshape(len(crop_views), len(crops_rgb), -1).sum(axis=0)
+        # one engine call of all its views), then summed per face and renormalised. An engine that normalises on
+        # its device makes the mirror images there as well.
+        mirror_on_device = self.card.flip_average and self.device_preprocessing
+        crop_views = views(crops_rgb, self.card.test_time_shifts, self.card.flip_average and not mirror_on_device)
+        if len(crop_views) == 1 and not mirror_on_device:
+            return self._run(crops_rgb)
+        batch = np.concatenate(crop_views) if len(crop_views) > 1 else crops_rgb
+        count = len(crop_views) * (2 if mirror_on_device else 1)
+        out = self._run(batch, mirror_on_device).reshape(count, len(crops_rgb), -1).sum(axis=0)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _run(self, crops_rgb: np.ndarray) -> np.ndarray:
-        out = np.empty((len(crops_rgb), self.card.embedding_dim), np.float32)
-        for start in range(0, len(crops_rgb), self.batch_size):
-            batch = crops_rgb[start:start + self.batch_size]
+    def _run(self, crops_rgb: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """Embeddings of `crops_rgb`, followed by those of their mirror images when `mirror` (device engines)."""
+        n = len(crops_rgb)
+        out = np.empty(((2 if mirror else 1) * n, self.card.embedding_dim), np.float32)
+        step = max(1, self.batch_size // 2) if mirror else self.batch_size  # engine rows per call stay batch_size
+        for start in range(0, n, step):
+            batch = crops_rgb[start:start + step]
             if self.device_preprocessing:
-                result = self.engine.run_crops(batch, self.mean, self.std)
+                result = self.engine.run_crops(batch, self.mean, self.std, mirror=mirror)[self.output_name]
             else:
-                result = self.engine.run({self.input_name: self.normalise(batch)})
-            out[start:start + len(batch)] = result[self.output_name]
+                result = self.engine.run({self.input_name: self.normalise(batch)})[self.output_name]
+            out[start:start + len(batch)] = result[:len(batch)]
+            if mirror:
+                out[n + start:n + start + len(batch)] = result[len(batch):]
         norms = np.linalg.norm(out, axis=1)
         if len(out) and not np.allclose(norms, 1.0, atol=1e-3):
             raise EngineError(f"model {self.card.model_id} returned embeddings of norm {norms.min():.3f}.."

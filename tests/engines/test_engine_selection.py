@@ -147,6 +147,9 @@ def test_run_crops_normalises_on_the_device_as_the_cpu_path_does():
     on_device = engine.run_crops(crops, mean, std)["embedding"]
     np.testing.assert_allclose(on_device, engine.run({"image": feed})["embedding"], atol=1e-6)
     assert engine.run_crops(crops[:0], mean, std)["embedding"].shape == (0, 128)
+    mirrored = engine.run_crops(crops, mean, std, mirror=True)["embedding"]
+    np.testing.assert_allclose(mirrored[:6], on_device, atol=1e-6)
+    np.testing.assert_allclose(mirrored[6:], engine.run_crops(crops[:, :, ::-1], mean, std)["embedding"], atol=1e-6)
 
 
 @pytest.mark.parametrize(("crops", "message"), [

@@ -44,9 +44,29 @@ def test_engine_that_normalises_on_its_device_gets_uint8_and_agrees_with_onnxrun
     assert not on_cpu.device_preprocessing and on_device.device_preprocessing
     seen = []
     run_crops = on_device.engine.run_crops
-    monkeypatch.setattr(on_device.engine, "run_crops", lambda batch, *a: seen.append(batch.dtype) or run_crops(batch, *a))
+
+    def spy(batch, mean, std, mirror=False):
+        seen.append((batch.dtype, len(batch), mirror))
+        return run_crops(batch, mean, std, mirror=mirror)
+
+    monkeypatch.setattr(on_device.engine, "run_crops", spy)
     monkeypatch.setattr(on_device.engine, "run", lambda feeds: pytest.fail("float32 feed made on the CPU"))
     np.testing.assert_allclose(on_device.embed(crops), on_cpu.embed(crops), atol=1e-4)
-    assert seen == [np.uint8]  # one engine call: every face and its mirror image
+    # One engine call of the crops alone: their mirror images are made on the device.
+    assert seen == [(np.uint8, len(crops), True)]
+    on_device.batch_size = 2  # one face per call, its mirror beside it: same embeddings in the same order
+    np.testing.assert_allclose(on_device.embed(crops), on_cpu.embed(crops), atol=1e-4)
+    assert seen[1:] == [(np.uint8, 1, True)] * len(crops)
+    on_cpu.close()
+    on_device.close()
+
+
+def test_shift_views_with_mirrors_made_on_the_device_agree_with_onnxruntime(crops):
+    card = Embedder().card_path.parent / "facestream-default-tta.json"
+    on_cpu = Embedder(card)
+    on_device = Embedder(card, engine="torch-cuda", create_model=create_model, device="cpu", fp16=False,
+                         cuda_graphs=False)
+    assert on_device.card.test_time_shifts and on_device.card.flip_average
+    np.testing.assert_allclose(on_device.embed(crops), on_cpu.embed(crops), atol=1e-4)
     on_cpu.close()
     on_device.close()
