@@ -179,7 +179,7 @@ class TorchCudaEngine(ClosingEngine):
     `.pt` from `export_state_dict` instead of the ONNX's initializers. `device="cpu"`, `fp16=False`,
     `cuda_graphs=False` give an fp32 CPU run of the same module (how the tests check weights). `channels_last`
     runs the convolutions in NHWC, the layout the tensor cores want: on an H200 the network alone went from
-    96,500 to 130,200 faces/s at batch 256 in fp16 (gpu_check.sh); the NCHW feed is converted on the device.
+    97,000 to 121,100 faces/s at batch 256 in fp16 (gpu_check.sh); the NCHW feed is converted on the device.
     """
 
     name = "torch-cuda"

@@ -33,8 +33,8 @@ class Embedder:
     """`engine="auto"`: the first engine of `engines.selection.PREFERENCE` that starts on this model, falling
     through on EngineError; `auto_options` maps an engine name to its options (e.g. torch-cuda's create_model).
 
-    An engine with `run_crops` (torch-cuda) is handed the uint8 crops and normalises them on its device; for the
-    others the normalisation runs here, one channel at a time straight into the NCHW feed.
+    An engine with `run_crops` (torch-cuda) is handed the uint8 crops and normalises and mirrors them on its
+    device; for the others both run here (the normalisation one channel at a time, straight into the NCHW feed).
     """
 
     def __init__(self, card_path: str | Path = DEFAULT_MODEL, engine: str = "onnxruntime", batch_size: int = 32,
