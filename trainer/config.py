@@ -80,6 +80,17 @@ class CompatConfig(Section):
     triplet_weight: float = Field(1.0, ge=0, description="cross-model triplets: new anchor, old positive/negative")
 
 
+class OpenSetConfig(Section):
+    """One cosine threshold for every pair (trainer.losses.ThresholdLoss): triplets order each anchor's own scores,
+    but an open-set gallery names a stranger whenever any score passes one global threshold."""
+
+    enabled: bool = False
+    threshold: float = Field(0.87, gt=-1, lt=1, description="cosine of the operating point (about FAR 3e-5)")
+    margin: float = Field(0.05, ge=0, lt=1, description="negatives kept below threshold - margin/2, "
+                                                       "positives above threshold + margin/2")
+    weight: float = Field(1.0, ge=0)
+
+
 class ModelConfig(Section):
     name: str = "mobilefacenet"
     init: Literal["random", "dlib"] = "random"
@@ -98,6 +109,7 @@ class TrainConfig(Section):
     distill: DistillConfig = DistillConfig()
     memory: MemoryConfig = MemoryConfig()
     compat: CompatConfig = CompatConfig()
+    open_set: OpenSetConfig = OpenSetConfig()
     seed: int = 0
     threads: int = Field(0, ge=0)
     output: Path = Path("runs/train")

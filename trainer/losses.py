@@ -1,4 +1,5 @@
-"""Losses that score what a miner chose: the FaceNet triplet loss, and distillation from a teacher.
+"""Losses that score what a miner chose: the FaceNet triplet loss, and distillation from a teacher; and
+one global threshold for every pair (open-set).
 
 A loss never picks triplets; it receives `(a, p, n)` index tensors from a miner (`trainer.miners`).
 The margin α is owned by the config and passed in by whoever builds the loss (the curriculum may
@@ -51,6 +52,35 @@ class TripletLoss(torch.nn.Module):
         losses = F.relu(d_ap - d_an + self.margin)
         active = int((losses > 0).sum())
         return TripletLossOutput(losses.mean(), active / len(a), len(a))
+
+
+class ThresholdLoss(torch.nn.Module):
+    """One threshold for everyone: over every (row, pool) pair, negatives with cosine above `threshold − margin/2`
+    and positives below `threshold + margin/2`, each by how far it is on the wrong side; the mean over the pairs
+    that are (zero, still attached to the graph, when none is). A row is never paired with itself.
+
+    `rows`/`labels`: the batch (differentiable); `pool`/`pool_labels`: the rows to pair with (the batch itself,
+    a memory of past batches, an older model's embeddings of the same faces; detached or not).
+    """
+
+    def __init__(self, threshold: float, margin: float):
+        super().__init__()
+        if not (-1.0 < threshold < 1.0 and 0.0 <= margin < 1.0):
+            raise ConfigError(f"threshold must be in (-1, 1) and margin in [0, 1), got {threshold!r}, {margin!r}")
+        self.low, self.high = threshold - margin / 2, threshold + margin / 2
+
+    def forward(self, rows: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
+                self_pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """`self_pairs`: a (len(rows), len(pool)) bool mask of pairs to skip (a row and its own copy in the pool)."""
+        cos = F.normalize(rows, dim=1) @ F.normalize(pool, dim=1).T
+        same = labels[:, None] == pool_labels[None, :]
+        keep = torch.ones_like(same) if self_pairs is None else ~self_pairs
+        negative = F.relu(cos - self.low) * (~same & keep)
+        positive = F.relu(self.high - cos) * (same & keep)
+        wrong = (negative > 0) | (positive > 0)
+        loss = (negative + positive).sum() / wrong.sum().clamp(min=1)
+        return loss, {"open_set/negatives_over": float((negative > 0).sum()),
+                      "open_set/positives_under": float((positive > 0).sum())}
 
 
 def teacher_mean(teacher_embeddings: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from trainer.config import TrainConfig
 from trainer.crops import CropCache
 from trainer.curriculum import Curriculum, Stage
 from trainer.distributed import DistContext
-from trainer.losses import DistillationLoss, TripletLoss, teacher_mean
+from trainer.losses import DistillationLoss, ThresholdLoss, TripletLoss, teacher_mean
 from trainer.models import create_model, model_preprocess
 from trainer.old_model_targets import old_model_targets
 from trainer.pool_miner import MemoryBank, PoolMiner
@@ -91,6 +91,8 @@ class Trainer:
         self.pool_miner = PoolMiner(cfg.mining.margin)
         self.pool_loss = TripletLoss(cfg.mining.margin)
         self.memory = MemoryBank(cfg.memory.size, 128) if cfg.memory.enabled else None
+        self.open_set = (ThresholdLoss(cfg.open_set.threshold, cfg.open_set.margin)
+                         if cfg.open_set.enabled else None)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if ctx.enabled else self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -153,6 +155,7 @@ class Trainer:
             distill_loss = self.distill(embeddings, self.targets[rows])
             loss = loss + self.cfg.distill.weight * distill_loss
             record["loss/distill"] = distill_loss.item()
+        loss = loss + self._open_set_term(embeddings, labels, rows, record)  # before this batch joins the memory
         loss = loss + self._memory_term(embeddings, labels, record) + self._compat_term(embeddings, labels, rows, record)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,6 +165,24 @@ class Trainer:
         record["loss/total"] = loss.item()
         record["lr"] = self.sched.get_last_lr()[0]
         return record
+
+    def _open_set_term(self, embeddings: torch.Tensor, labels: torch.Tensor, rows, record: dict) -> torch.Tensor:
+        """One threshold for all pairs of the batch with the batch, the memory and the old model's embeddings."""
+        if self.open_set is None:
+            return embeddings.sum() * 0.0
+        pools, pool_labels = [embeddings], [labels]
+        if self.memory is not None and len(self.memory):
+            pools.append(self.memory.embeddings)
+            pool_labels.append(self.memory.labels)
+        if self.old_targets is not None:  # old templates must meet new probes at the same threshold
+            pools.append(self.old_targets[rows])
+            pool_labels.append(labels)
+        self_pairs = torch.zeros(len(embeddings), sum(len(p) for p in pools), dtype=torch.bool,
+                                 device=embeddings.device)
+        self_pairs[:, :len(embeddings)] = torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
+        term, stats = self.open_set(embeddings, labels, torch.cat(pools), torch.cat(pool_labels), self_pairs)
+        record.update({"loss/open_set": term.item(), **stats})
+        return self.cfg.open_set.weight * term
 
     def _memory_term(self, embeddings: torch.Tensor, labels: torch.Tensor, record: dict) -> torch.Tensor:
         """Triplets with the batch's pairs and negatives from past batches; then this batch joins the memory."""

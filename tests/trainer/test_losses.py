@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.core.errors import ConfigError
-from trainer.losses import DistillationLoss, TripletLoss, teacher_mean
+from trainer.losses import DistillationLoss, ThresholdLoss, TripletLoss, teacher_mean
 
 
 def idx(*values):
@@ -114,3 +115,45 @@ def test_distillation_shape_errors():
         DistillationLoss("centred_cosine", teacher_mean=torch.zeros(8))(torch.randn(3, 4), torch.randn(3, 8))
     with pytest.raises(ConfigError):
         DistillationLoss("raw_cosine")
+
+
+def unit_at(*degrees: float) -> torch.Tensor:
+    """Unit vectors in the plane at these angles: cos between two is cos of the angle between them."""
+    radians = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    return torch.stack([torch.cos(radians), torch.sin(radians)], dim=1)
+
+
+def test_threshold_loss_hand_computed():
+    # threshold 0.8, margin 0.1: negatives above 0.75 and positives below 0.85 count.
+    loss_fn = ThresholdLoss(0.8, 0.1)
+    rows, labels = unit_at(0.0), torch.tensor([0])
+    pool = unit_at(0.0, 30.0, 40.0, 20.0, 80.0)  # itself, a positive at cos .866 (fine) and at .766 (under),
+    pool_labels = torch.tensor([0, 0, 0, 1, 1])  # a negative at .940 (over) and at .174 (fine)
+    skip = torch.tensor([[True, False, False, False, False]])
+    loss, stats = loss_fn(rows, labels, pool, pool_labels, skip)
+    expected = ((0.85 - math.cos(math.radians(40))) + (math.cos(math.radians(20)) - 0.75)) / 2
+    assert loss.item() == pytest.approx(expected)
+    assert stats == {"open_set/negatives_over": 1.0, "open_set/positives_under": 1.0}
+
+
+def test_threshold_loss_is_an_attached_zero_when_every_pair_is_on_its_side():
+    rows = unit_at(0.0, 90.0).requires_grad_(True)
+    loss, stats = ThresholdLoss(0.8, 0.1)(rows, torch.tensor([0, 1]), rows, torch.tensor([0, 1]),
+                                          torch.eye(2, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and stats["open_set/negatives_over"] == 0.0 and rows.grad is not None
+
+
+def test_threshold_loss_gradient_pushes_a_close_stranger_away():
+    rows = unit_at(0.0).requires_grad_(True)
+    stranger = unit_at(10.0)
+    loss, _ = ThresholdLoss(0.8, 0.1)(rows, torch.tensor([0]), stranger, torch.tensor([1]))
+    loss.backward()
+    step = F.normalize(rows.detach() - 0.1 * rows.grad, dim=1)
+    assert (step @ stranger.T).item() < (rows.detach() @ stranger.T).item()
+
+
+@pytest.mark.parametrize(("threshold", "margin"), [(1.0, 0.1), (-1.0, 0.1), (0.8, -0.1), (0.8, 1.0)])
+def test_threshold_loss_refuses_thresholds_outside_the_cosine_range(threshold, margin):
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        ThresholdLoss(threshold, margin)

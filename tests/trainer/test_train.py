@@ -176,6 +176,39 @@ def test_compat_term_makes_a_new_model_harmonic_with_the_old(tiny_cache, tmp_pat
     assert load_card(export(tmp_path / "plain", tmp_path / "models" / "plain.onnx")).harmonic_with == []
 
 
+def test_open_set_term_brings_strangers_under_its_threshold(tiny_cache, tmp_path):
+    """One threshold for every pair of the batch, the memory and the old model's embeddings: trained with it,
+    fewer stranger pairs score above it than trained without (same seed), and self pairs are never counted."""
+    from trainer.distributed import DistContext
+    from trainer.train import Trainer
+
+    _run(_config(tiny_cache, tmp_path / "old", optim__steps=2))
+    old_card = export(tmp_path / "old", tmp_path / "models" / "old.onnx", model_id="old")
+    common = {"optim__steps": 20, "optim__lr": 1e-3, "memory__enabled": True, "memory__size": 32,
+              "compat__model": str(old_card), "compat__weight": 0.0, "compat__triplet_weight": 0.0}
+    cut = -0.3  # triplets alone leave about a third of this batch's stranger pairs above it
+    threshold = {"open_set__threshold": cut, "open_set__margin": 0.0}
+
+    def trained(**extra) -> tuple[Trainer, list[dict]]:
+        trainer = Trainer(_config(tiny_cache, tmp_path / str(len(extra)), **common, **threshold, **extra),
+                          DistContext())
+        return trainer, [trainer.train_step() for _ in range(20)]
+
+    def strangers_over(trainer: Trainer) -> float:
+        images, labels, _ = trainer.batches.batch(0)
+        with torch.no_grad():
+            unit = torch.nn.functional.normalize(trainer.model(images), dim=1)
+        return float(((unit @ unit.T) > cut)[labels[:, None] != labels[None, :]].float().mean())
+
+    plain, plain_records = trained()
+    with_term, records = trained(open_set__enabled=True, open_set__weight=10.0)
+    assert all("loss/open_set" in r for r in records) and not any("loss/open_set" in r for r in plain_records)
+    # The first step: the batch with itself less its 6 self pairs, and with the old model's 6.
+    assert records[0]["open_set/negatives_over"] + records[0]["open_set/positives_under"] <= 6 * 12 - 6
+    assert strangers_over(plain) > 0.2, "the batch must have strangers above the threshold to begin with"
+    assert strangers_over(with_term) < strangers_over(plain) / 2, (strangers_over(with_term), strangers_over(plain))
+
+
 def test_old_model_targets_are_what_its_embedder_gives_galleries(shared_data, tmp_path):
     """Harmonic training aims at the old model's embeddings as galleries hold them: with its card's views
     (here v1's card, asked to flip-average and shift)."""
