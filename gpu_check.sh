@@ -190,7 +190,7 @@ def embedder_end_to_end():
     except ImportError as exc:  # pydantic (the card's schema) is not on a bare GPU box: carry its wheels
         return emit({"path": "embedder-torch-cuda", "status": "skipped", "reason": f"{type(exc).__name__}: {exc}"})
     faces = np.ascontiguousarray(np.resize(crops, (256, *crops.shape[1:])).astype(np.uint8))
-    views = (2 if card.get("flip_average") else 1) * (1 + 2 * len(card.get("test_time_shifts") or []))
+    views = (2 if card.get("flip_average") else 1) * (1 + len(card.get("test_time_shifts") or []))  # as views()
     for label, on_device in (("embedder-torch-cuda-end-to-end", True), ("embedder-torch-cuda-cpu-normalise", False)):
         try:
             rows = {}

@@ -218,6 +218,7 @@ class TorchCudaEngine(ClosingEngine):
         require_dynamic_batch(self.inputs, str(self.model_path))
         self.buckets = tuple(sorted(set(batch_buckets))) if cuda_graphs else ()
         self._lock = threading.Lock()
+        self._normalisations: dict[tuple[bytes, bytes], tuple[torch.Tensor, torch.Tensor]] = {}
         try:
             self._graphs: Graphs = capture_graphs(self._module, self.buckets, self.inputs[0].shape[1:],
                                                   self.device, self.dtype,
@@ -254,12 +255,20 @@ class TorchCudaEngine(ClosingEngine):
                               f"got {crops.dtype} {crops.shape}")
         if len(crops) == 0:
             return empty_outputs(self.outputs)
-        mean_t, std_t = (torch.as_tensor(np.asarray(v, np.float32), device=self.device) for v in (mean, std))
+        mean_t, std_t = self._normalisation(mean, std)
         x = self._to_device(crops).to(torch.float32)  # float32 first, as the CPU path computes
         x = ((x - mean_t) / std_t).permute(0, 3, 1, 2)  # an NCHW view of NHWC memory: already channels_last
         if mirror:
             x = torch.cat([x, x.flip(3)])
         return self._infer(x.to(self.dtype))
+
+    def _normalisation(self, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and std as device tensors, copied once per distinct value, not on every call (the hot path)."""
+        key = (np.asarray(mean, np.float32).tobytes(), np.asarray(std, np.float32).tobytes())
+        if key not in self._normalisations:
+            self._normalisations[key] = tuple(torch.as_tensor(np.asarray(v, np.float32), device=self.device)
+                                              for v in (mean, std))
+        return self._normalisations[key]
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(array))
