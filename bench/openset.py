@@ -20,8 +20,11 @@ Reported, ISO/IEC 19795-1 style:
 - the shipped operating point: `run.far: auto`, `run.open_set_far` 0.01, for this gallery (the function
   run.py uses, `pipeline.app.services.gallery_operating_point`): its `threshold`, the card's per-comparison
   `far`, `expected_fpir`, and the measured `fpir_default` and `dir_default`;
-- `normalisation`: the same DIR with cohort score normalisation (Z-norm per enrolled template, T-norm per
-  probe, against the "calibration" half of the one-image people as the cohort);
+- scores as the live matcher makes them: with the card's score cohort (`run.normalise`, pipeline/gallery/cohort.py)
+  each face's scores are lowered by its cohort offset, and the operating point is read off the card's cohort
+  curve; `raw_cosine` has rank-1 and DIR of the plain cosines beside them, `cohort` the cohort's size, k, weight;
+- `normalisation`: the same DIR with classic cohort score normalisation of the raw cosines (Z-norm per enrolled
+  template, T-norm per probe, S-norm, over the whole cohort: the "calibration" half of the one-image people);
 - `face_recognition`: its own pipeline (HOG, dlib's ResNet; `bench.peers` worker, its own venv) on the same
   photos at its default `compare_faces` tolerance 0.6 (a name when the best L2 distance is <= 0.6), and its
   DIR at the same FPIRs with -distance as the score.
@@ -165,18 +168,27 @@ def facestream_embeddings(protocol: Protocol, images: Path, model: Path,
 
 def facestream_report(protocol: Protocol, parts: dict, embedder, cfg, gallery_model: str | None = None) -> dict:
     """`gallery_model`: the fingerprint of the model that embedded the gallery, when not `embedder`'s."""
-    from pipeline.app.services import gallery_operating_point
+    from pipeline.app.services import gallery_operating_point, match_cohort, matching_card
 
     gallery, probes, strangers = (parts[k].embeddings for k in ("enrolled", "probes", "strangers"))
     truth, k, score = protocol.probe_identity, protocol.templates, cfg.run.score
     probe_scores = identity_scores(probes @ gallery.T, k, score)
     stranger_scores = identity_scores(strangers @ gallery.T, k, score)
+    raw = identification(probe_scores, stranger_scores, truth)
+    cohort = match_cohort(cfg, embedder.card, embedder.card_path)
+    if cohort is not None:  # as the live matcher scores a face: lowered by its cohort offset
+        probe_scores = probe_scores - cohort.offsets(probes)[:, None]
+        stranger_scores = stranger_scores - cohort.offsets(strangers)[:, None]
     result = identification(probe_scores, stranger_scores, truth)
-    point = gallery_operating_point(cfg, embedder.card.against(gallery_model), [k] * len(protocol.names))
+    point = gallery_operating_point(cfg, matching_card(cfg, embedder.card, gallery_model or embedder.fingerprint),
+                                    [k] * len(protocol.names))
     shipped = at_threshold(probe_scores, stranger_scores, truth, point.threshold)
     return {**result, "threshold": point.threshold, "far": point.far, "expected_fpir": point.expected_fpir,
             "fpir_default": shipped["fpir"], "dir_default": shipped["dir"],
-            "operating_point": {"far": cfg.run.far, "open_set_far": cfg.run.open_set_far, "score": score},
+            "cohort": None if cohort is None else {"size": len(cohort.vectors), "k": cohort.k, "weight": cohort.weight},
+            "raw_cosine": {"rank1": raw["rank1"], "dir_at_fpir": raw["dir_at_fpir"]},
+            "operating_point": {"far": cfg.run.far, "open_set_far": cfg.run.open_set_far, "score": score,
+                                "normalise": cfg.run.normalise},
             "no_detection": {name: part.no_detection for name, part in parts.items()},
             "normalisation": normalised(gallery, probes, strangers, parts["cohort"].embeddings, truth)
             if k == 1 and gallery_model is None else None,

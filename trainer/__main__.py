@@ -1,4 +1,4 @@
-"""`python -m trainer prepare|train|eval|calibrate|export|views` — the trainer's command line."""
+"""`python -m trainer prepare|train|eval|cohort|calibrate|export|views` — the trainer's command line."""
 
 from __future__ import annotations
 
@@ -112,6 +112,17 @@ def _calibrate(args) -> dict:
                    "cache": str(cache.path), "command": args.command_line})
     if gallery_embed is not None:
         result["gallery_model"] = {"model": old.card.model_id, "fingerprint": old.fingerprint}
+    normalised = None
+    if embedder.card.cohort is not None:  # the matcher's own score: the same pairs less the cohort's people
+        from pipeline.gallery.cohort import load_cohort
+
+        normalised = calibrate(people.cohort_free(args.include_bench_strangers),
+                               lambda paths: cache.embed(paths, embedder.embed, desc="calibrate"),
+                               far_grid(args.loosest, args.strictest), block=args.block, gallery_embed=gallery_embed,
+                               cohort=load_cohort(embedder.card, args.model))
+        normalised["people"] = ("the held-out fold people" + (" and the benchmark half of the one-image people"
+                                if args.include_bench_strangers else "") + "; never the cohort's own faces")
+        result["cohort"] = normalised
     if args.update_card:
         from pipeline.core.model_card import save_card
 
@@ -123,11 +134,47 @@ def _calibrate(args) -> dict:
             update = {"harmonic_thresholds": {**card.harmonic_thresholds, old.fingerprint: result["thresholds_at_far"]},
                       "metrics": {**card.metrics, "harmonic_calibration": {
                           **card.metrics.get("harmonic_calibration", {}), old.fingerprint: result}}}
+        if normalised is not None:
+            curves = ({"thresholds": normalised["thresholds_at_far"]} if gallery_embed is None else
+                      {"harmonic_thresholds": {**card.cohort.harmonic_thresholds,
+                                               old.fingerprint: normalised["thresholds_at_far"]}})
+            update["cohort"] = card.cohort.model_copy(update=curves)
         card = card.model_copy(update=update)
         save_card(card, args.model)
         log.info("wrote %d thresholds (FAR %s .. %s) into %s", len(result["thresholds_at_far"]),
                  next(iter(result["thresholds_at_far"])), list(result["thresholds_at_far"])[-1], args.model)
     return result
+
+
+def _cohort(args) -> dict:
+    """The card's score cohort: this model's embeddings of the "calibration" half of the one-image people,
+    saved beside the card; its thresholds are left to `trainer calibrate` (run it next)."""
+    from pipeline.core.model_card import ScoreCohort, fingerprint_file, save_card
+    from pipeline.detect import MTCNN
+    from pipeline.gallery.cohort import top_k_mean
+    from pipeline.recognise.embedder import Embedder
+    from trainer.calibration import unseen_people
+    from trainer.embedding_cache import pipeline_cache
+    from trainer.evaluate import LFW_FALLBACK_FRACTION
+
+    embedder = Embedder(args.model, threads=args.threads)
+    card = embedder.card
+    people = unseen_people(args.images, args.pairs, list(card.training["data"]["holdout_folds"]))
+    paths = [path for name in sorted(people.cohort()) for path in people.cohort()[name]]
+    if len(paths) <= args.k:
+        raise ConfigError(f"a cohort needs more than k={args.k} faces, {args.images} gives {len(paths)}")
+    cache = pipeline_cache(args.cache, args.images, embedder, MTCNN(), fallback_fraction=LFW_FALLBACK_FRACTION)
+    vectors = np.ascontiguousarray(cache.embed(paths, embedder.embed, desc="cohort").embeddings, dtype=np.float32)
+    out = Path(args.model).with_name(f"{Path(args.model).stem}-cohort.npy")
+    np.save(out, vectors)
+    spec = ScoreCohort(file=out.name, sha256=fingerprint_file(out), size=len(vectors), k=args.k, weight=args.weight,
+                       centre=float(top_k_mean(vectors, vectors, args.k, leave_one_out=True).mean()),
+                       people=f"{len(paths)} one-image people of {args.images}, the 'calibration' half "
+                              "(trainer.calibration.half_of); command: " + args.command_line)
+    save_card(card.model_copy(update={"cohort": spec}), args.model)
+    log.warning("%s: cohort of %d faces written to %s; its thresholds are empty: run `trainer calibrate "
+                "--update-card` next (and with --gallery-model for each harmonic model)", args.model, len(paths), out)
+    return spec.model_dump()
 
 
 def _export(args) -> dict:
@@ -151,7 +198,7 @@ def _views(args) -> dict:
     kept = {k: v for k, v in card.metrics.items() if k == "export_parity_max_abs_diff"}
     dropped = sorted(set(card.metrics) - set(kept))
     views = {"flip_average": args.flip_average, "test_time_shifts": horizontal_shifts(args.shift_average),
-             "thresholds": {}, "harmonic_thresholds": {}, "metrics": kept,
+             "thresholds": {}, "harmonic_thresholds": {}, "cohort": None, "metrics": kept,
              "training": {**card.training, "views_command": args.command_line}}
     try:
         card = ModelCard.model_validate({**card.model_dump(), **views})
@@ -161,7 +208,8 @@ def _views(args) -> dict:
     log.warning("%s: new views; thresholds and %s dropped: re-run `trainer calibrate` (and `eval`)",
                 args.model, ", ".join(dropped) or "no metrics")
     return {"model": card.model_id, "flip_average": card.flip_average,
-            "test_time_shifts": card.test_time_shifts, "dropped": ["thresholds", "harmonic_thresholds", *dropped]}
+            "test_time_shifts": card.test_time_shifts,
+            "dropped": ["thresholds", "harmonic_thresholds", "cohort", *dropped]}
 
 
 def _add_view_options(p) -> None:
@@ -225,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--update-card", action="store_true", help="write the thresholds into the model card")
     p.set_defaults(handler=_calibrate)
+
+    p = sub.add_parser("cohort", help="score-normalisation cohort for a model card (unseen one-image people); "
+                                      "calibrate after it")
+    p.add_argument("--images", type=Path, required=True, help="folder-per-person tree (LFW images/)")
+    p.add_argument("--pairs", type=Path, required=True, help="the pairs file whose folds the model held out")
+    p.add_argument("--model", type=Path, required=True, help="model card (.json) to add the cohort to")
+    p.add_argument("--k", type=int, default=10, help="nearest cohort faces averaged per face")
+    p.add_argument("--weight", type=float, default=0.75, help="share of the offset subtracted from scores")
+    p.add_argument("--cache", type=Path, default=Path("state/embeddings"), help="embedding cache folder")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(handler=_cohort)
 
     p = sub.add_parser("export", help="ONNX + model card from a finished run")
     p.add_argument("--run", type=Path, required=True)

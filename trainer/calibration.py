@@ -11,6 +11,11 @@ outside the held-out folds of the pairs file, so the unseen people are everyone 
 everyone with exactly one image. The one-image people are split in two halves by a hash of the name
 (`half_of`): the "benchmark" half is kept out of calibration, for `bench.openset` to use as strangers;
 calibration takes the held-out fold people with 2+ images and the "calibration" half.
+
+A card with a score cohort (`trainer cohort`, pipeline/gallery/cohort.py) is built from the "calibration" half
+of the one-image people, so the curve of its normalised score is calibrated without them
+(`UnseenPeople.cohort_free`): on the held-out fold people, plus the "benchmark" half only when asked
+(`--include-bench-strangers`, for a model trained on every fold person).
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ class UnseenPeople:
 
     def calibration(self) -> dict[str, list[Path]]:
         return {**self.fold_people, **self.calibration_singles}
+
+    def cohort(self) -> dict[str, list[Path]]:
+        """The faces of a model's score cohort (`trainer cohort`): the "calibration" half of the one-image people."""
+        return self.calibration_singles
+
+    def cohort_free(self, include_bench_strangers: bool = False) -> dict[str, list[Path]]:
+        """Who calibrates a cohort-normalised score: never the cohort's own faces."""
+        return {**self.fold_people, **(self.benchmark_singles if include_bench_strangers else {})}
 
 
 def person_images(images: str | Path) -> dict[str, list[Path]]:
@@ -116,11 +129,14 @@ def cross_identity_pairs(labels: np.ndarray) -> int:
 
 
 def impostor_tail(embeddings: np.ndarray, labels: Sequence, max_far: float = 1e-2,
-                  block: int = 512, gallery: np.ndarray | None = None) -> ImpostorTail:
+                  block: int = 512, gallery: np.ndarray | None = None,
+                  query_offsets: np.ndarray | None = None) -> ImpostorTail:
     """Top impostor scores (cosine of unit rows, float64) of all i < j pairs with different labels.
 
     `gallery`: another model's embeddings of the same images (an older model this one is harmonic with); then
     every ordered pair (gallery row i, row j), i != j, is scored, as that model's template meets this one's face.
+    `query_offsets`: (N,) subtracted from every score of face j (the matcher's cohort offsets); the score is
+    then asymmetric, so every ordered pair (template i, face j), i != j, is scored.
     Rows are scored `block` at a time; a running buffer keeps the highest floor(max_far x pairs) + 1 impostor
     scores (np.partition), so memory is O(block x n + kept).
     """
@@ -131,19 +147,26 @@ def impostor_tail(embeddings: np.ndarray, labels: Sequence, max_far: float = 1e-
     g = None if gallery is None else np.asarray(gallery, dtype=np.float64)
     if g is not None and g.shape != x.shape:
         raise ValueError(f"gallery embeddings must match the embeddings' shape {x.shape}, got {g.shape}")
-    pairs = cross_identity_pairs(ids) * (1 if g is None else 2)
+    offsets = None if query_offsets is None else np.asarray(query_offsets, dtype=np.float64)
+    if offsets is not None and offsets.shape != (x.shape[0],):
+        raise ValueError(f"query offsets must have shape ({x.shape[0]},), got {offsets.shape}")
+    ordered = g is not None or offsets is not None
+    g = x if g is None else g
+    pairs = cross_identity_pairs(ids) * (2 if ordered else 1)
     if pairs == 0:
         raise ValueError("need at least two identities")
     keep = min(pairs, int(np.floor(max_far * pairs + 1e-9)) + 1)
     kept, genuine = np.empty(0), []
     floor = -np.inf  # the lowest kept score once the buffer is full: lower scores can never enter
-    for start in range(0, x.shape[0] - (1 if g is None else 0), block):
+    for start in range(0, x.shape[0] - (0 if ordered else 1), block):
         stop = min(start + block, x.shape[0])
-        first = start + 1 if g is None else 0
-        sims = (x if g is None else g)[start:stop] @ x[first:].T  # column c is row first + c
+        first = 0 if ordered else start + 1
+        sims = g[start:stop] @ x[first:].T  # column c is row first + c
+        if offsets is not None:
+            sims -= offsets[None, first:]
         rows = np.arange(start, stop)[:, None]
         cols = np.arange(first, x.shape[0])[None, :]
-        after = cols > rows if g is None else cols != rows
+        after = cols != rows if ordered else cols > rows
         same = ids[start:stop, None] == ids[None, first:]
         genuine.append(sims[after & same])
         scores = sims[after & ~same & (sims >= floor)]
@@ -163,12 +186,14 @@ def thresholds_report(tail: ImpostorTail, fars: Sequence[float]) -> dict:
 
 
 def calibrate(people: dict[str, Sequence[Path]], embed, fars: Sequence[float] = far_grid(),
-              block: int = 512, gallery_embed=None) -> dict:
+              block: int = 512, gallery_embed=None, cohort=None) -> dict:
     """Thresholds at `fars` from every cross-identity pair of the images of `people` (name -> paths).
 
     `embed(paths) -> Embedded` gives unit embeddings in path order (an `EmbeddingCache`, so repeated runs
     and `bench.openset` embed each image once). `gallery_embed`: the same for an older model this one is
     harmonic with; the pairs are then its embeddings against this model's (`impostor_tail`'s `gallery`).
+    `cohort` (pipeline.gallery.cohort.Cohort): thresholds of the matcher's normalised score, each face's
+    cohort offset subtracted (its people must not be among `people`).
     """
     paths = [path for name in sorted(people) for path in people[name]]
     labels = np.asarray([name for name in sorted(people) for _ in people[name]])
@@ -176,7 +201,9 @@ def calibrate(people: dict[str, Sequence[Path]], embed, fars: Sequence[float] = 
         raise SourceError(f"calibration needs at least two people, got {len(people)}")
     embedded = embed(paths)
     gallery = None if gallery_embed is None else gallery_embed(paths).embeddings
-    tail = impostor_tail(embedded.embeddings, labels, max_far=max(fars), block=block, gallery=gallery)
+    offsets = None if cohort is None else cohort.offsets(embedded.embeddings)
+    tail = impostor_tail(embedded.embeddings, labels, max_far=max(fars), block=block, gallery=gallery,
+                         query_offsets=offsets)
     report = thresholds_report(tail, fars)
     log.info("calibrated on %d images of %d people: %d cross-identity pairs, FAR %s -> %.4f", len(paths),
              len(people), tail.pairs, far_key(min(fars)), report["thresholds_at_far"][far_key(min(fars))])

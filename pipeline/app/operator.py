@@ -23,6 +23,8 @@ from pipeline.app.services import (
     gallery_operating_point,
     make_detector,
     make_embedder,
+    match_cohort,
+    matching_card,
     quality_gates,
     unknown_store,
     write_safety,
@@ -204,9 +206,10 @@ class Operator:
         if not embeddings:
             return [RecognizedFace(box, marks, score, rejected=why) for box, marks, score, _, why in judged]
         snapshot = self.store.snapshot()
-        threshold = self.identity_threshold(snapshot)
+        threshold = self.matching_threshold(snapshot)
         matches = iter(Matcher(ExactSearch(snapshot), threshold, score=self.cfg.run.score,
-                               negatives=StaticSource(snapshot)).match(np.stack(embeddings).astype(np.float32))
+                               negatives=StaticSource(snapshot), cohort=self.cohort)
+                       .match(np.stack(embeddings).astype(np.float32))
                        if len(snapshot.identity_ids) else [None] * len(embeddings))
         members = self.unknowns.members(model=self._embedder.fingerprint)  # the clusters a live run would join
         cluster_threshold = self.cluster_threshold(members)
@@ -279,6 +282,16 @@ class Operator:
         snapshot = self.store.snapshot() if snapshot is None else snapshot
         card = self.card.against(self.store.fingerprint)  # a harmonic older model's gallery: its own curve
         return gallery_operating_point(self.cfg, card, template_counts(snapshot)).threshold
+
+    def matching_threshold(self, snapshot) -> float:
+        """The live matcher's threshold on its own score (cohort-normalised when the card has a cohort), for
+        `recognize`; the face-to-face comparisons above stay on raw cosines at `identity_threshold`."""
+        card = matching_card(self.cfg, self.card, self.store.fingerprint)
+        return gallery_operating_point(self.cfg, card, template_counts(snapshot)).threshold
+
+    @cached_property
+    def cohort(self):
+        return match_cohort(self.cfg, self.card, self.model)
 
     def cluster_threshold(self, members=None) -> float:
         """The directory's assignment threshold (`members`: as already read, else read now: the embedder's

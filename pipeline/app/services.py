@@ -19,6 +19,7 @@ from pipeline.core.settings import Section
 from pipeline.detect import MTCNN
 from pipeline.detect.process import DetectorPool
 from pipeline.gallery import GalleryMirror, GalleryStore
+from pipeline.gallery.cohort import Cohort, load_cohort
 from pipeline.gallery.matcher import Matcher
 from pipeline.gallery.search import ApproximateSearch, ExactSearch, Search, ServerSearch
 from pipeline.gallery.self_enrol import SelfEnrolment
@@ -115,9 +116,20 @@ def make_search(cfg: GalleryConfig, mirror: GalleryMirror, store: GalleryStore) 
 
 
 def make_matcher(cfg: AppConfig, mirror: GalleryMirror, store: GalleryStore,
-                 threshold: float | GalleryThreshold) -> Matcher:
-    """The open-set matcher over the configured search, scoring identities as `run.score` says."""
-    return Matcher(make_search(cfg.gallery, mirror, store), threshold, score=cfg.run.score)
+                 threshold: float | GalleryThreshold, cohort: Cohort | None = None) -> Matcher:
+    """The open-set matcher over the configured search, scoring identities as `run.score` says (normalised
+    against `cohort`, whose curve `threshold` must come from)."""
+    return Matcher(make_search(cfg.gallery, mirror, store), threshold, score=cfg.run.score, cohort=cohort)
+
+
+def match_cohort(cfg: AppConfig, card, card_path) -> Cohort | None:
+    """The card's cohort when `run.normalise` (the default) and the card has one; None: raw cosines."""
+    return load_cohort(card, card_path) if cfg.run.normalise else None
+
+
+def matching_card(cfg: AppConfig, card, gallery_fingerprint: str | None):
+    """The card whose thresholds the matcher uses on a gallery of that model (`ModelCard.matching`)."""
+    return card.matching(gallery_fingerprint, cfg.run.normalise)
 
 
 @dataclass
@@ -159,12 +171,14 @@ def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_ur
     client = redis_client(cfg, redis_url)
     store = open_gallery(client, gallery, embedder.fingerprint, embedder.card.harmonic_with,
                          **write_safety(cfg))
-    card = embedder.card.against(store.fingerprint)
+    card = matching_card(cfg, embedder.card, store.fingerprint)
+    cohort = match_cohort(cfg, embedder.card, embedder.card_path)
     if store.fingerprint not in (None, embedder.fingerprint):
         log.info("gallery %r holds templates of model %s; model %s is harmonic with it: matching them "
                  "(enrol and self-enrol refused until it is migrated)", gallery, store.fingerprint,
                  embedder.fingerprint)
-        if card is embedder.card:
+        curves = embedder.card.cohort.harmonic_thresholds if cohort is not None else embedder.card.harmonic_thresholds
+        if store.fingerprint not in curves:
             log.warning("model %s has no thresholds calibrated against model %s's templates: strangers will be "
                         "named more often than run.open_set_far says (python -m trainer calibrate "
                         "--gallery-model OLD_CARD.json --update-card)", embedder.fingerprint, store.fingerprint)
@@ -172,7 +186,7 @@ def open_live_gallery(cfg: AppConfig, embedder: Embedder, gallery: str, redis_ur
     try:
         operating = GalleryThreshold(mirror, lambda counts: gallery_operating_point(cfg, card, counts))
         operating.current()  # chosen (and logged) before the first frame: a bad card fails here, not mid-run
-        return LiveGallery(client, store, mirror, operating, make_matcher(cfg, mirror, store, operating))
+        return LiveGallery(client, store, mirror, operating, make_matcher(cfg, mirror, store, operating, cohort))
     except BaseException:
         mirror.stop()
         raise

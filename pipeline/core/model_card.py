@@ -21,6 +21,31 @@ from pipeline.core.errors import ConfigError
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
+class ScoreCohort(BaseModel):
+    """Faces the model never trained on, against which a face's match score is normalised
+    (pipeline/gallery/cohort.py): score = cosine - weight x (mean of the face's top-k cosines to the cohort -
+    centre). Made by `trainer cohort`; its thresholds by `trainer calibrate` on other unseen people."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="(size, embedding_dim) float32 unit rows, .npy, relative to the card")
+    sha256: str = Field(description="of the file, first 16 hex digits")
+    size: int = Field(gt=0)
+    k: int = Field(gt=0)
+    weight: float = Field(gt=0, le=2)
+    centre: float = Field(ge=-1, le=1, description="the cohort's own mean top-k cosine (leave one out)")
+    people: str = ""
+    # The match threshold curves of the normalised score: {FAR: threshold}, and per harmonic older model.
+    thresholds: dict[str, float] = {}
+    harmonic_thresholds: dict[str, dict[str, float]] = {}
+
+    @model_validator(mode="after")
+    def _k_within_cohort(self):
+        if self.k > self.size:
+            raise ValueError(f"cohort k ({self.k}) exceeds its size ({self.size})")
+        return self
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -47,6 +72,8 @@ class ModelCard(BaseModel):
     # renormalised sum of every view (pipeline.core.views): steadier against landmark jitter, at that many
     # times the embedder's cost.
     test_time_shifts: list[tuple[int, int]] = []
+    # Cohort score normalisation for the live matcher (None: the matcher compares raw cosines with `thresholds`).
+    cohort: ScoreCohort | None = None
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
 
@@ -76,7 +103,8 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _thresholds_of_harmonic_models(self):
-        unknown = sorted(set(self.harmonic_thresholds) - set(self.harmonic_with))
+        unknown = sorted((set(self.harmonic_thresholds) | set(self.cohort.harmonic_thresholds if self.cohort else {}))
+                         - set(self.harmonic_with))
         if unknown:
             raise ValueError(f"harmonic_thresholds for models not in harmonic_with: {unknown}")
         return self
@@ -87,6 +115,19 @@ class ModelCard(BaseModel):
         if fingerprint == self.fingerprint or fingerprint not in self.harmonic_thresholds:
             return self
         return self.model_copy(update={"thresholds": self.harmonic_thresholds[fingerprint]})
+
+    def matching(self, fingerprint: str | None, normalise: bool = True) -> ModelCard:
+        """This card as the matcher uses it on a gallery of the model `fingerprint`: with a cohort (and
+        `normalise`), its thresholds are the normalised score's (those calibrated against that harmonic model's
+        templates when it has them); else `against(fingerprint)`."""
+        if self.cohort is None or not normalise:
+            return self.against(fingerprint)
+        if not self.cohort.thresholds:
+            raise ConfigError(f"model card {self.model_id} has a cohort without calibrated thresholds: run python -m "
+                              "trainer calibrate --update-card on it, or set run.normalise: false")
+        own = fingerprint == self.fingerprint or fingerprint not in self.cohort.harmonic_thresholds
+        return self.model_copy(update={"thresholds": self.cohort.thresholds if own
+                                       else self.cohort.harmonic_thresholds[fingerprint]})
 
     def accepts(self, fingerprint: str) -> bool:
         """Whether templates embedded by the model with this fingerprint can be compared with this model's."""

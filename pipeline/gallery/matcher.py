@@ -15,6 +15,11 @@ named (score >= threshold) is refused when the face is more like one of its nega
 decision passes to the next best identity, which still needs the threshold. Identities ranked below the one
 named are not checked, so an identity without negatives decides exactly as before. Negatives are read from
 `negatives` (a GalleryMirror, for any backend) or else from the hits' labels when they are a Snapshot.
+
+With a `cohort` (the card's, pipeline/gallery/cohort.py) every score of a face is lowered by that face's cohort
+offset (how much it resembles strangers in general) before it meets the threshold, which must then come from
+the card's cohort curve (`ModelCard.matching`). The offset is one number per face, so the ranking, the search
+and the negatives' test (raw cosine against raw cosine) are unchanged; `Match.similarity` is the normalised score.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.core.errors import GalleryError
+from pipeline.gallery.cohort import Cohort
 from pipeline.gallery.search import Hits, Labels, Search, SnapshotSource, check_queries, decode_rows
 from pipeline.gallery.snapshot import Snapshot
 from pipeline.gallery.threshold import GalleryThreshold
@@ -54,7 +60,7 @@ class Matcher:
     """
 
     def __init__(self, search: Search, threshold: float | GalleryThreshold, score: Score = "max", k: int = 32,
-                 negatives: SnapshotSource | None = None):
+                 negatives: SnapshotSource | None = None, cohort: Cohort | None = None):
         if not isinstance(search, Search):
             raise GalleryError(f"the matcher needs a search backend (e.g. ExactSearch(mirror)), "
                                f"got {type(search).__name__}")
@@ -71,6 +77,9 @@ class Matcher:
             raise GalleryError(f"negatives must come from a GalleryMirror (an object with current()), "
                                f"got {type(negatives).__name__}")
         self.negatives = negatives
+        if cohort is not None and not isinstance(cohort, Cohort):
+            raise GalleryError(f"cohort must be a Cohort (pipeline.gallery.cohort), got {type(cohort).__name__}")
+        self.cohort = cohort
         self._rows_of: tuple[Snapshot, np.ndarray, np.ndarray] | None = None  # (snapshot, order, starts)
         self._negatives_of: tuple[Snapshot, dict[str, np.ndarray]] | None = None  # (snapshot, id -> rows)
 
@@ -79,9 +88,10 @@ class Matcher:
         if len(queries) == 0:
             return []
         threshold = self.current_threshold()
+        offsets = self.cohort.offsets(queries) if self.cohort is not None else np.zeros(len(queries))
         hits = self.search.search(queries, self.k)
         refusing = self._negatives_by_id(hits.labels)
-        results: list[Match | None] = [self._decide(hits, i, queries[i], threshold, refusing)
+        results: list[Match | None] = [self._decide(hits, i, queries[i], threshold, refusing, float(offsets[i]))
                                        for i in range(len(queries))]
         k = self.k
         while any(r is None for r in results):
@@ -90,21 +100,24 @@ class Matcher:
             wide = self.search.search(queries[todo], k)
             refusing = self._negatives_by_id(wide.labels)
             for j, i in enumerate(todo):
-                results[i] = self._decide(wide, j, queries[i], threshold, refusing, final=not _full(wide, j))
+                results[i] = self._decide(wide, j, queries[i], threshold, refusing, float(offsets[i]),
+                                          final=not _full(wide, j))
         return results
 
     def current_threshold(self) -> float:
         return self.threshold.current().threshold if isinstance(self.threshold, GalleryThreshold) else self.threshold
 
     def _decide(self, hits: Hits, i: int, query: np.ndarray, threshold: float,
-                refusing: dict[str, np.ndarray], final: bool = False) -> Match | None:
-        """The Match for query `i`, or None when the top k cannot tell (only when `hits` row is full)."""
+                refusing: dict[str, np.ndarray], offset: float = 0.0, final: bool = False) -> Match | None:
+        """The Match for query `i`, or None when the top k cannot tell (only when `hits` row is full).
+        Identities are ranked by raw score; `offset` (the face's cohort offset) is subtracted from the scores
+        reported and compared with the threshold."""
         scores = self._identity_scores(hits, i, query)
         if not scores:
             return Match(None, None, NO_SIMILARITY, None, None, None, threshold)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
         labels = hits.labels
-        winner, refused = _unrefused(ranked, labels, query, threshold, refusing)
+        winner, refused = _unrefused(ranked, labels, query, threshold + offset, refusing)
         last = float(hits.similarities[i, -1])
         if not final and _full(hits, i) and (winner is None or winner + 1 >= len(ranked) or
                                              ranked[winner][1] < last):
@@ -112,8 +125,10 @@ class Matcher:
         if winner is None:  # every identity with a template in the gallery refused this face
             return Match(None, None, NO_SIMILARITY, None, None, None, threshold, refused)
         best, best_score = ranked[winner]
+        best_score -= offset
         known = best_score >= threshold
         runner = ranked[winner + 1] if winner + 1 < len(ranked) else None
+        runner = None if runner is None else (runner[0], runner[1] - offset)
         return Match(
             identity=labels.names[best] if known else None,
             identity_id=labels.identity_ids[best] if known else None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import ConfigError
 from pipeline.core.model_card import load_card, save_card
 from trainer.__main__ import main
 from trainer.calibration import (
@@ -197,7 +198,7 @@ def test_calibrate_command_writes_a_card_that_round_trips(tmp_path, shared_data)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("2\t1\nColin_Powell\t1\t2\nColin_Powell\t1\tAaron_Eckhart\t1\n"
                      "Abdullah_Gul\t1\t2\nAbdullah_Gul\t1\tAaron_Guiel\t1\n")
-    shutil.copy(MODEL, tmp_path / "card.json")
+    save_card(load_card(MODEL).model_copy(update={"cohort": None}), tmp_path / "card.json")  # the raw curve alone
     (tmp_path / load_card(MODEL).onnx).symlink_to(MODEL.parent / load_card(MODEL).onnx)
     args = ["calibrate", "--images", str(root), "--pairs", str(pairs), "--folds", "2", "--model",
             str(tmp_path / "card.json"), "--cache", str(tmp_path / "cache"), "--strictest", "1e-2",
@@ -246,3 +247,93 @@ def test_eval_update_card_keeps_the_calibrated_curve(tmp_path):
     card = load_card(path)
     assert card.thresholds == shipped.thresholds
     assert card.metrics["lfw"]["open_set"] == {"thresholds_at_far": {"1e-3": 0.5}}
+
+
+@pytest.mark.parametrize("block", [1, 7, 512])
+@pytest.mark.parametrize("with_gallery", [False, True])
+def test_tail_with_query_offsets_scores_every_ordered_pair_less_the_faces_offset(block, with_gallery):
+    """The matcher's cohort-normalised score: template i (this model's, or an older one's) against face j,
+    minus face j's offset; (i, j) and (j, i) differ, so both are counted."""
+    x, labels = random_set(seed=5)
+    templates = random_set(seed=6)[0] if with_gallery else x
+    offsets = np.random.default_rng(7).uniform(-0.1, 0.2, size=len(x))
+    scores = [(float(templates[i] @ x[j] - offsets[j]), labels[i] == labels[j])
+              for i in range(len(x)) for j in range(len(x)) if i != j]
+    impostors = np.array([s for s, same in scores if not same])
+    genuine = np.array([s for s, same in scores if same])
+    tail = impostor_tail(x, labels, max_far=0.1, block=block, gallery=templates if with_gallery else None,
+                         query_offsets=offsets)
+    assert tail.pairs == impostors.size == 2 * cross_identity_pairs(labels)
+    np.testing.assert_allclose(tail.top, np.sort(impostors)[::-1][:tail.top.size], atol=1e-12)
+    np.testing.assert_allclose(np.sort(tail.genuine), np.sort(genuine), atol=1e-12)
+    assert tail.threshold_at(0.01) == pytest.approx(threshold_at_far(impostors, 0.01), abs=1e-12)
+    with pytest.raises(ValueError, match="query offsets must have shape"):
+        impostor_tail(x, labels, query_offsets=offsets[:-1])
+
+
+def test_cohort_people_are_never_the_people_that_calibrate_it(tmp_path, shared_data):
+    singles = [d.name for d in sorted((shared_data / "lfw" / "images").iterdir())
+               if len(list(d.glob("*.jpg"))) == 1][:12]
+    root = lfw_subset(tmp_path, shared_data, ["Abdullah_Gul", "Colin_Powell", *singles])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t1\nColin_Powell\t1\t2\nColin_Powell\t1\tAbdullah_Gul\t1\n"
+                     "Abdullah_Gul\t1\t2\nAbdullah_Gul\t1\tColin_Powell\t1\n")
+    people = unseen_people(root, pairs, [2])
+    assert people.cohort() == people.calibration_singles and people.cohort()
+    assert set(people.cohort_free()) == set(people.fold_people)
+    assert set(people.cohort_free(True)) == {*people.fold_people, *people.benchmark_singles}
+    assert not set(people.cohort_free(True)) & set(people.cohort())
+
+
+def test_cohort_then_calibrate_commands_write_the_normalised_curve(tmp_path, shared_data):
+    """`trainer cohort` saves the model's embeddings of the calibration-half singles beside the card; `trainer
+    calibrate` then also writes the normalised score's curve, from the other unseen people only; `trainer views`
+    drops the cohort with the thresholds (its embeddings change)."""
+    singles = [d.name for d in sorted((shared_data / "lfw" / "images").iterdir())
+               if len(list(d.glob("*.jpg"))) == 1][:40]
+    fold = ["Abdullah_Gul", "Colin_Powell"]
+    root = lfw_subset(tmp_path, shared_data, fold + singles)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t1\nColin_Powell\t1\t2\nColin_Powell\t1\tAbdullah_Gul\t1\n"
+                     "Abdullah_Gul\t1\t2\nAbdullah_Gul\t1\tColin_Powell\t1\n")
+    shipped = load_card(MODEL)
+    save_card(shipped.model_copy(update={"cohort": None}), tmp_path / "card.json")
+    (tmp_path / shipped.onnx).symlink_to(MODEL.parent / shipped.onnx)
+    common = ["--images", str(root), "--pairs", str(pairs), "--model", str(tmp_path / "card.json"),
+              "--cache", str(tmp_path / "cache")]
+    assert main(["cohort", *common, "--k", "3"]) == 0
+    card = load_card(tmp_path / "card.json")
+    cohort_people = [n for n in singles if half_of(n) == "calibration"]
+    assert card.cohort.size == len(cohort_people) and card.cohort.k == 3 and card.cohort.thresholds == {}
+    assert card.cohort.file == "card-cohort.npy"
+    from pipeline.gallery.cohort import load_cohort, top_k_mean
+
+    cohort = load_cohort(card, tmp_path / "card.json")
+    assert card.cohort.centre == pytest.approx(top_k_mean(cohort.vectors, cohort.vectors, 3, True).mean())
+    with pytest.raises(ConfigError, match="without calibrated thresholds"):
+        card.matching(card.fingerprint)
+
+    assert main(["calibrate", *common, "--folds", "2", "--strictest", "1e-2", "--loosest", "1e-1",
+                 "--update-card", "--json"]) == 0
+    card = load_card(tmp_path / "card.json")
+    record = card.metrics["open_set_calibration"]
+    assert record["identities"] == 2 + len(cohort_people)  # the raw curve: as before
+    normalised = record["cohort"]
+    n_fold = sum(len(list((root / n).glob("*.jpg"))) for n in fold)
+    n_gul = len(list((root / "Abdullah_Gul").glob("*.jpg")))
+    assert normalised["identities"] == 2 and normalised["images"] == n_fold  # the cohort's faces never
+    assert normalised["impostor_pairs"] == 2 * n_gul * (n_fold - n_gul)  # ordered pairs
+    assert card.cohort.thresholds == normalised["thresholds_at_far"]
+    assert card.matching(card.fingerprint).thresholds == card.cohort.thresholds
+
+    assert main(["views", "--model", str(tmp_path / "card.json"), "--flip-average", "--shift-average", "3"]) == 0
+    assert load_card(tmp_path / "card.json").cohort is None
+
+
+def test_cohort_command_refuses_too_few_faces(tmp_path, shared_data):
+    root = lfw_subset(tmp_path, shared_data, ["Abdullah_Gul", "Colin_Powell"])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t1\nColin_Powell\t1\t2\nColin_Powell\t1\tAbdullah_Gul\t1\n")
+    shutil.copy(MODEL, tmp_path / "card.json")
+    (tmp_path / load_card(MODEL).onnx).symlink_to(MODEL.parent / load_card(MODEL).onnx)
+    assert main(["cohort", "--images", str(root), "--pairs", str(pairs), "--model", str(tmp_path / "card.json")]) == 2
