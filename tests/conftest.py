@@ -83,6 +83,9 @@ def harmonic_card(tmp_path_factory) -> Path:
     onnx.save(model, str(folder / "v2.onnx"))
     card = old.model_copy(update={"model_id": "facestream-test-v2", "fingerprint": fingerprint_file(folder / "v2.onnx"),
                                   "onnx": "v2.onnx", "harmonic_with": [old.fingerprint],
-                                  "harmonic_thresholds": {}})
+                                  "harmonic_thresholds": {},
+                                  # the shipped cohort (same graph, same embeddings), its curve for its own templates
+                                  "cohort": old.cohort.model_copy(update={
+                                      "file": str(DEFAULT_MODEL.parent / old.cohort.file), "harmonic_thresholds": {}})})
     assert card.fingerprint != old.fingerprint
     return save_card(card, folder / "harmonic.json")

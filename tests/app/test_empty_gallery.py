@@ -109,3 +109,28 @@ def test_the_threshold_follows_a_gallery_that_grows_while_it_runs(redis_server, 
     assert large.identities == 1001 and large.threshold > small.threshold
     assert large.expected_fpir == pytest.approx(cfg.run.open_set_far, rel=0.05)
     assert match.threshold == large.threshold and match.identity == "Lin-Manuel Miranda"
+
+
+def test_the_live_matcher_scores_on_the_cards_cohort_unless_told_not_to(redis_server, redis_client, lin_embedding):
+    """run.normalise (default on): the live matcher lowers each face's scores by its cohort offset and decides at
+    the card's cohort curve; off, raw cosines at the raw curve. Same name either way for the enrolled face."""
+    from pipeline.gallery.threshold import threshold_at_far
+
+    embedding, embedder = lin_embedding
+    writer = GalleryStore.open(redis_client, "cohort", fingerprint=embedder.fingerprint)
+    writer.add("Lin-Manuel Miranda", embedding, ["lin"], embedder.fingerprint)
+    seen = {}
+    for normalise in ("true", "false"):
+        cfg = load_app_config(None, ["gallery.search=exact", f"run.normalise={normalise}"])
+        live = open_live_gallery(cfg, embedder, "cohort", redis_server.url)
+        try:
+            seen[normalise] = (live.point, live.matcher.match(embedding)[0], live.matcher.cohort)
+        finally:
+            live.close()
+    (point, match, cohort), (raw_point, raw_match, none) = seen["true"], seen["false"]
+    assert none is None and cohort is not None and len(cohort.vectors) == embedder.card.cohort.size
+    assert match.similarity == pytest.approx(raw_match.similarity - cohort.offsets(embedding)[0], abs=1e-6)
+    assert point.far == raw_point.far  # the same FAR for the same gallery, on the two curves
+    assert point.threshold == pytest.approx(threshold_at_far(embedder.card.matching(embedder.fingerprint), point.far))
+    assert raw_point.threshold == pytest.approx(threshold_at_far(embedder.card, raw_point.far))
+    assert match.identity == raw_match.identity == "Lin-Manuel Miranda" and match.threshold == point.threshold

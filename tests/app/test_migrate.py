@@ -57,7 +57,8 @@ def cards(tmp_path_factory, old) -> dict[str, Path]:
     model.doc_string = "the default model's graph under another fingerprint (tests/app/test_migrate.py)"
     onnx.save(model, str(folder / "v2.onnx"))
     base = old.card.model_copy(update={"model_id": NEW_ID, "fingerprint": fingerprint_file(folder / "v2.onnx"),
-                                       "onnx": "v2.onnx", "harmonic_with": [], "harmonic_thresholds": {}})
+                                       "onnx": "v2.onnx", "harmonic_with": [], "harmonic_thresholds": {},
+                                       "cohort": None})  # raw cosines: the cohort is tested on its own
     assert base.fingerprint != old.fingerprint
     # As calibrated by `trainer calibrate --gallery-model`: v2 faces against v1 templates, a curve of their own.
     cross = {far: threshold - 0.05 for far, threshold in base.thresholds.items()}

@@ -21,7 +21,8 @@ PHOTOS = ["ageitgey_face_recognition_examples/knn_examples/test/obama_and_biden.
 def card_copy(tmp_path, **changes):
     """The shipped card with `changes`, beside the shipped ONNX (referenced by absolute path)."""
     card = json.loads(DEFAULT_MODEL.read_text())
-    card.update(onnx=str(DEFAULT_MODEL.parent / card["onnx"]), harmonic_thresholds={}, **changes)
+    cohort = {**card["cohort"], "file": str(DEFAULT_MODEL.parent / card["cohort"]["file"]), "harmonic_thresholds": {}}
+    card.update(onnx=str(DEFAULT_MODEL.parent / card["onnx"]), harmonic_thresholds={}, cohort=cohort, **changes)
     path = tmp_path / f"card-{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(card))
     return path
@@ -105,6 +106,7 @@ def test_trainer_views_rewrites_the_views_and_drops_what_they_invalidate(tmp_pat
     card = load_card(path)
     assert card.flip_average and card.test_time_shifts == [(3, 0), (-3, 0)]
     assert card.thresholds == {} and card.harmonic_thresholds == {} and "open_set_calibration" not in card.metrics
+    assert card.cohort is None  # the cohort's embeddings were made with the old views
     assert card.harmonic_with == load_card(DEFAULT_MODEL).harmonic_with and "views" in card.training["views_command"]
     from pipeline.gallery.threshold import operating_point
 
