@@ -128,5 +128,9 @@ def test_the_shift_view_cards_are_their_models_with_their_own_thresholds(base, t
     assert plain.test_time_shifts == [] and plain.flip_average
     assert set(shifted_card.thresholds) == set(plain.thresholds) and shifted_card.thresholds != plain.thresholds
     assert set(shifted_card.harmonic_thresholds) == set(plain.harmonic_thresholds) == set(plain.harmonic_with)
+    # Its own score cohort, embedded with its views, and that score's curves for its own and v1's templates.
+    assert shifted_card.cohort.sha256 != plain.cohort.sha256 and shifted_card.cohort.size == plain.cohort.size
+    assert set(shifted_card.cohort.harmonic_thresholds) == set(plain.harmonic_with)
+    assert shifted_card.cohort.thresholds != plain.cohort.thresholds
     # Calibrated on embeddings of its own views (the embedding cache keys on them), not on the plain card's.
     assert shifted_card.metrics["open_set_calibration"]["cache"] != plain.metrics["open_set_calibration"]["cache"]
