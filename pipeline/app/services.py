@@ -208,7 +208,7 @@ def self_enrolment(cfg: AppConfig, store: GalleryStore, fingerprint: str | None 
     def offer(identity_id: str, embedding, match, strong: bool):
         try:
             return policy.consider(store, identity_id, embedding, match.similarity, match.runner_up_similarity,
-                                   match.threshold, strong)
+                                   match.threshold, strong, match.offset)
         except GalleryError as exc:  # a Redis failure costs this template, never the stream
             policy.decisions["error"] += 1
             log.warning("self-enrolment of %s failed: %s", identity_id, exc)

@@ -50,6 +50,7 @@ class Match:
     margin: float | None  # similarity - runner_up_similarity
     threshold: float | None = None  # the threshold this match was decided at (it follows the gallery's size)
     refused: str | None = None  # the better-scoring name a negative template refused (None: nothing refused)
+    offset: float = 0.0  # the face's cohort offset, subtracted from its raw cosines (0: raw cosine scores)
 
 
 class Matcher:
@@ -138,6 +139,7 @@ class Matcher:
             margin=best_score - runner[1] if runner else None,
             threshold=threshold,
             refused=refused,
+            offset=offset,
         )
 
     def _negatives_by_id(self, labels: Labels) -> dict[str, np.ndarray]:

@@ -91,14 +91,18 @@ class SelfEnrolment:
         self._warned_other_model = False
 
     def consider(self, store: GalleryStore, identity_id: str, embedding: np.ndarray, similarity: float,
-                 runner_up_similarity: float | None, threshold: float, strong: bool) -> Decision:
+                 runner_up_similarity: float | None, threshold: float, strong: bool, offset: float = 0.0) -> Decision:
         """Add `embedding` (the face matched to `identity_id` at `similarity`) as an auto template if every rule
-        holds; GalleryError for an embedding that is not one finite unit vector of the gallery's dim."""
-        decision = self._decide(store, identity_id, embedding, similarity, runner_up_similarity, threshold, strong)
+        holds; GalleryError for an embedding that is not one finite unit vector of the gallery's dim. `offset`:
+        the face's cohort offset (`Match.offset`), which the matcher's scores and threshold include."""
+        _check_finite("offset", offset)
+        decision = self._decide(store, identity_id, embedding, similarity, runner_up_similarity, threshold, strong,
+                                offset)
         self.decisions[decision.reason] += 1
         return decision
 
-    def _decide(self, store, identity_id, embedding, similarity, runner_up_similarity, threshold, strong) -> Decision:
+    def _decide(self, store, identity_id, embedding, similarity, runner_up_similarity, threshold, strong,
+                offset) -> Decision:
         face = codec.check_embeddings(np.asarray(embedding).reshape(1, -1))[0]
         _check_finite("similarity", similarity)
         _check_finite("threshold", threshold)
@@ -123,7 +127,7 @@ class SelfEnrolment:
         sims = templates @ face
         if len(sims) and sims.max() >= self.diversity:
             return Decision(False, NOT_DIVERSE)
-        if auto.all() or sims[~auto].max() < threshold:
+        if auto.all() or sims[~auto].max() - offset < threshold:  # on the matcher's score, like the threshold
             return Decision(False, DRIFT)
         return self._add(store, identity_id, identity.name, face)
 

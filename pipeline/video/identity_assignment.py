@@ -72,7 +72,7 @@ def settled_match(match: Match, identity: str | None) -> Match:
     if identity is None:
         return replace(match, identity=None, identity_id=None)
     return Match(identity, None, float(match.runner_up_similarity), match.identity, float(match.similarity),
-                 float(match.runner_up_similarity) - float(match.similarity), match.threshold)
+                 float(match.runner_up_similarity) - float(match.similarity), match.threshold, offset=match.offset)
 
 
 class IdentityArbiter:

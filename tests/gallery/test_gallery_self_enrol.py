@@ -180,6 +180,24 @@ def test_a_walk_away_from_the_manual_template_stops_where_it_no_longer_matches_i
     assert (templates @ MANUAL).min() >= THRESHOLD  # every template still matches what the person enrolled
 
 
+def test_the_drift_guard_is_on_the_matchers_cohort_normalised_score(store):
+    """With a cohort, the matcher's similarity and threshold are raw cosine minus the face's offset: the guard
+    subtracts it too, so a face whose raw cosine to the photo clears the threshold only by less than its
+    offset is not added."""
+    face = at(0.55)  # raw 0.55 to the enrolled photo: above THRESHOLD (0.5) on raw cosines
+    with_auto(store, at(0.9))  # an auto template the face is close to (the matcher named it through that one)
+    best = float(max(store.templates("Ada") @ face))
+    plain = SelfEnrolment(margin_above=0.0, min_margin=0.0, diversity=0.999)
+    assert plain.consider(store, ada_id(store), face, best, None, THRESHOLD, True).reason == se.ADDED
+    store.remove_auto_templates("Ada")
+    with_auto(store, at(0.9))
+    offset = 0.1  # the face resembles strangers: its scores are 0.1 lower, 0.55 - 0.1 < 0.5 to the photo
+    decision = plain.consider(store, ada_id(store), face, best - offset, None, THRESHOLD, True, offset)
+    assert decision.reason == se.DRIFT
+    with pytest.raises(GalleryError, match="finite offset"):
+        plain.consider(store, ada_id(store), face, best, None, THRESHOLD, True, float("nan"))
+
+
 def test_an_identity_with_only_auto_templates_never_self_enrols(redis_client):
     store = GalleryStore(redis_client, "autos")
     store.add("Bot", MANUAL[None], [auto_template_id(MANUAL)], "m")
