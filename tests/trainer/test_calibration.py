@@ -96,7 +96,7 @@ def test_a_card_uses_its_cross_model_thresholds_on_a_harmonic_gallery(tmp_path):
     shipped = load_card(MODEL)
     old = "0123456789abcdef"
     cross = {"1e-2": 0.7, "1e-3": 0.8}
-    card = shipped.model_copy(update={"harmonic_with": [old], "harmonic_thresholds": {old: cross}})
+    card = shipped.model_copy(update={"harmonic_with": [old], "harmonic_thresholds": {old: cross}, "cohort": None})
     card = load_card(save_card(card, tmp_path / "card.json"))  # validated as it is read
     assert card.against(old).thresholds == cross and card.against(old).fingerprint == card.fingerprint
     assert card.against(card.fingerprint) is card and card.against(None) is card
