@@ -1,4 +1,4 @@
-"""Reel benchmark: decisions over time, on LFW people the default model never saw.
+"""Reel benchmark: decisions over time, on LFW people the measured model never saw.
 
     python -m bench.reel --json              # one JSON object on stdout
     python -m bench.reel --no-peer           # facestream only
@@ -9,6 +9,9 @@ put other people in the same screen positions, two faces crossing, a face occlud
 the people are enrolled from a photo the reel never shows; the rest are strangers. Then runs `enroll.py` and
 `run.py --tracks` on it, and the face_recognition peer, and scores every frame against the ground truth
 (bench/reel/score.py says what each number means). Targets: 0 wrong_name_frames, idf1 >= 0.9, coverage >= 0.9.
+
+The reel's people are those of folds 6 and 7 and one-photo people, whom the shipped model (trained on every LFW
+identity) has seen, so `--model` defaults to its held-out twin, as `bench.openset` does.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bench.reel.score import read_events, read_tracks, score
 REPO = Path(__file__).resolve().parents[2]
 LFW = REPO.parent / "shared" / "data" / "lfw"
 STATE = REPO / "state" / "reel"
+HELDOUT_MODEL = REPO / "models" / "facestream-default-heldout.json"
 HEADLINE = ("wrong_name_frames", "id_switches", "idf1", "coverage", "wrong_confirmations")
 
 
@@ -44,12 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-every", type=int, default=5, help="the peer processes one frame in N (default 5)")
     p.add_argument("--keep", type=Path, default=None, help="copy the reel, truth, tracks and events here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run.py config override")
+    p.add_argument("--model", type=Path, default=HELDOUT_MODEL,
+                   help="model card for enroll.py and run.py (default: the shipped model's held-out twin)")
     return p.parse_args(argv)
 
 
-def facestream_side(folder: Path, truth: dict, work: Path, overrides: list[str]) -> dict:
+def facestream_side(folder: Path, truth: dict, work: Path, overrides: list[str], model: Path) -> dict:
     extra = [arg for o in overrides for arg in ("--set", o)]
-    ran = run_facestream(folder / "reel.mp4", truth, LFW, work, extra)
+    ran = run_facestream(folder / "reel.mp4", truth, LFW, work, extra, model)
     truth = as_enrolled(truth, set(ran["in_gallery"]))  # a refused enrolment photo makes its person a stranger
     scores = score(truth, read_tracks(ran["tracks"], truth["frames"]), read_events(ran["events"]))
     summary = ran["run"]
@@ -57,7 +63,7 @@ def facestream_side(folder: Path, truth: dict, work: Path, overrides: list[str])
                    "scored_as_strangers": sorted({r["person"] for r in ran["enrol_rejected"]}),
                    "fps": summary.get("fps"), "frames_dropped": summary.get("frames_dropped"),
                    "tracks": summary.get("tracks"), "faces_embedded": summary.get("faces_embedded"),
-                   "threshold": summary.get("gallery", {}).get("threshold"),
+                   "threshold": summary.get("gallery", {}).get("threshold"), "model": str(model),
                    "timings_s": {"enrol": ran["enrol_s"], "run": ran["run_s"]}})
     return scores
 
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     build_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="bench-reel-") as tmp:
         work = Path(tmp)
-        ours = facestream_side(folder, truth, work, args.set)
+        ours = facestream_side(folder, truth, work, args.set, args.model)
         peer = None if args.no_peer else peer_side(folder, truth, work, args.peer_every)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)

@@ -31,12 +31,14 @@ def enrolment_tree(truth: dict, lfw: Path, root: Path) -> Path:
     return root
 
 
-def run_facestream(video: Path, truth: dict, lfw: Path, work: Path, extra: list[str] = ()) -> dict:
-    """Enrol, run, and collect: {"enrol", "run" (run.py's summary), "tracks", "events", timings}."""
+def run_facestream(video: Path, truth: dict, lfw: Path, work: Path, extra: list[str] = (),
+                   model: Path | None = None) -> dict:
+    """Enrol, run, and collect: {"enrol", "run" (run.py's summary), "tracks", "events", timings}. `model`: the
+    card both commands use (None: their default)."""
     tree = enrolment_tree(truth, lfw, work / "enrol")
     server = EmbeddedRedis(work / "redis").start()
     try:
-        common = ["--gallery", GALLERY, "--redis-url", server.url]
+        common = ["--gallery", GALLERY, "--redis-url", server.url, *(["--model", str(model)] if model else [])]
         started = time.perf_counter()
         enrol = _call([str(REPO / "enroll.py"), *common, "--json", "add", "--tree", str(tree), "--largest"])
         enrol_s = time.perf_counter() - started

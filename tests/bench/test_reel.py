@@ -2,6 +2,7 @@
 (real LFW photos) whose ground truth must hold the scenarios and agree with the detector on the rendered frames."""
 
 import itertools
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -251,3 +252,17 @@ def test_a_person_whose_enrolment_was_refused_is_scored_as_a_stranger():
     assert [p["enrolled"] for p in held["people"]] == [True, False]
     assert not held["shots"][0]["actors"][0]["enrolled"] and not held["boxes"][0][0]["enrolled"]
     assert truth["people"][1]["enrolled"]  # the truth itself is left as it was
+
+
+def test_the_reel_runs_a_model_that_never_saw_its_cast():
+    """The cast is fold 6-7 people and one-photo people, whom the shipped model trained on; the benchmark's
+    default model is the held-out twin, which left exactly those folds out (and, like every model here, never
+    trained on one-photo people)."""
+    from bench.reel.__main__ import parse_args
+    from bench.reel.cast import UNSEEN_FOLDS
+    from pipeline.core.model_card import load_card
+
+    args = parse_args([])
+    assert load_card(args.model).training["data"]["holdout_folds"] == list(UNSEEN_FOLDS)
+    assert load_card(args.model.with_name("facestream-default.json")).training["data"]["holdout_folds"] == []
+    assert parse_args(["--model", "x.json"]).model == Path("x.json")
