@@ -255,7 +255,8 @@ class RunConfig(Section):
     # 1,000 people (pipeline/gallery/threshold.py; measured by `python -m bench.openset`).
     far: str = "auto"
     open_set_far: float = Field(0.01, gt=0, lt=1, description="for far=auto: target FPIR per stranger face")
-    threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold")
+    threshold: float | None = Field(None, ge=-1, le=1, description="overrides the card's threshold (on the "
+                                    "matcher's score: cohort-normalised under run.normalise)")
     score: Literal["max", "mean_top2"] = "max"
     # Cohort score normalisation (pipeline/gallery/cohort.py) when the model card has a cohort: a face's scores
     # are lowered by how much it resembles strangers in general, at thresholds calibrated for that score. On
