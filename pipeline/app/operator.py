@@ -167,12 +167,14 @@ class Operator:
     def search_image(self, image: np.ndarray, limit: int = 10) -> list[PhotoFace]:
         """`search` for a photo already decoded (an upload: BGR uint8)."""
         snapshot = self.store.snapshot()  # one read of the gallery for every face of the photo
-        identity_threshold, cluster_threshold = self.identity_threshold(snapshot), self.cluster_threshold()
+        # identities as the live matcher scores them (its threshold, the face's cohort offset); clusters raw
+        identity_threshold, cluster_threshold = self.matching_threshold(snapshot), self.cluster_threshold()
         results = []
         for box, embedding, rejected in self.image_faces(image):
+            offset = 0.0 if embedding is None or self.cohort is None else float(self.cohort.offsets(embedding[None])[0])
             found = [] if embedding is None else operations.search_face(
                 embedding, self.store, self.unknowns, identity_threshold, cluster_threshold, limit, snapshot,
-                self._comparable, self._embedder.fingerprint)
+                self._comparable, self._embedder.fingerprint, offset)
             results.append(PhotoFace(box, found, rejected))
         return results
 
@@ -285,7 +287,8 @@ class Operator:
 
     def matching_threshold(self, snapshot) -> float:
         """The live matcher's threshold on its own score (cohort-normalised when the card has a cohort), for
-        `recognize`; the face-to-face comparisons above stay on raw cosines at `identity_threshold`."""
+        `recognize` and `search`; naming a cluster and rejecting a face stay on raw cosines at
+        `identity_threshold`."""
         card = matching_card(self.cfg, self.card, self.store.fingerprint)
         return gallery_operating_point(self.cfg, card, template_counts(snapshot)).threshold
 

@@ -122,21 +122,24 @@ def best_faces(faces: list[Sighting], min_similarity: float, limit: int) -> tupl
 def search_face(embedding: np.ndarray, gallery: GalleryStore, unknowns: UnknownStore | None,
                 identity_threshold: float, cluster_threshold: float, limit: int = 10,
                 snapshot: Snapshot | None = None, models: Collection[str] | None = None,
-                model: str | None = None) -> list[Found]:
+                model: str | None = None, offset: float = 0.0) -> list[Found]:
     """Identities (score: best template) and clusters (score: best sighting) at or above their thresholds,
     best first, each with its sightings that reach the threshold, newest first. `snapshot`: the gallery as
     already read (the faces of one photo share one read), else read here. `models`: those the face (of `model`)
     may be compared with, its own and those its card is harmonic with: GalleryError if sightings of another
-    would be searched (None: not checked)."""
+    would be searched (None: not checked). `offset`: the face's cohort offset, subtracted from its scores against
+    identities and their sightings, as the live matcher scores it (`identity_threshold` is then on that score);
+    clusters are compared on raw cosines, at `cluster_threshold`."""
     query = _unit(embedding)
     snapshot = gallery.snapshot() if snapshot is None else snapshot
     found: list[Found] = []
     if len(snapshot.identity_ids):
-        sims = codec.to_float(snapshot.matrix, snapshot.scales) @ query
-        best = np.full(len(snapshot.identity_ids), -1.0)
+        sims = codec.to_float(snapshot.matrix, snapshot.scales) @ query - offset
+        best = np.full(len(snapshot.identity_ids), -np.inf)
         np.maximum.at(best, snapshot.owner, sims)
         for index in np.flatnonzero(best >= identity_threshold):
-            seen = _matching(unknowns, snapshot.identity_ids[index], query, identity_threshold, limit, models, model)
+            seen = _matching(unknowns, snapshot.identity_ids[index], query, identity_threshold, limit, models, model,
+                             offset)
             found.append(Found("identity", snapshot.names[index], float(best[index]), identity_threshold, seen))
     clusters = unknowns.clusters() if unknowns is not None else []
     check_comparable((c.model for c in clusters), models, model, gallery.gallery)
@@ -173,14 +176,15 @@ def reject_face(gallery: GalleryStore, embedding: np.ndarray, name: str) -> int:
 
 
 def _matching(unknowns: UnknownStore | None, owner: str, query: np.ndarray, threshold: float,
-              limit: int, models: Collection[str] | None = None, model: str | None = None) -> list[SeenAt]:
+              limit: int, models: Collection[str] | None = None, model: str | None = None,
+              offset: float = 0.0) -> list[SeenAt]:
     if unknowns is None:
         return []
     faces = unknowns.sightings(owner)
     if not faces:
         return []
     check_comparable((s.model for s in faces), models, model, unknowns.gallery)
-    sims = np.stack([s.embedding for s in faces]) @ query
+    sims = np.stack([s.embedding for s in faces]) @ query - offset
     return [SeenAt(s, float(sim)) for s, sim in zip(faces, sims) if sim >= threshold][:limit]
 
 

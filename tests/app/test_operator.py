@@ -82,6 +82,13 @@ def test_an_unknown_person_is_found_named_then_matched_by_name(operator, faces):
     probe = largest(operator.search(faces["powell_probe"]))
     assert [(f.kind, f.id) for f in probe.found] == [("identity", "Colin Powell")]
     assert len(probe.found[0].sightings) >= 1
+    # listed as the live matcher scores him: best template cosine minus the face's cohort offset, at its threshold
+    face = max((f for f in operator.photo_faces(faces["powell_probe"]) if f[1] is not None),
+               key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))[1]
+    snapshot = operator.store.snapshot()
+    raw = float((operator.store.templates("Colin Powell") @ face).max())
+    assert probe.found[0].similarity == pytest.approx(raw - operator.cohort.offsets(face[None])[0], abs=1e-4)
+    assert probe.found[0].threshold == pytest.approx(operator.matching_threshold(snapshot))
     # A worker's matcher (a mirror of the gallery) now names a new photo of him.
     with GalleryMirror(operator.store) as mirror:
         matcher = Matcher(ExactSearch(mirror), operator.identity_threshold())

@@ -173,3 +173,19 @@ def test_search_compares_a_face_only_with_faces_of_comparable_models(redis_clien
     # v2's card is harmonic with v1: its face may be compared with both models' faces.
     found = search_face(probe, gallery, operator, 0.5, 0.5, models={v2, v1}, model=v2)
     assert {f.id for f in found if f.kind == "unknown"} == {old, new}
+
+
+def test_search_scores_identities_as_the_matcher_does_with_the_faces_cohort_offset(redis_client, models, gallery):
+    """The live matcher names a face on cosine minus its cohort offset: photo search lists identities (and their
+    sightings) on that same score, at the matcher's threshold, so search and live naming agree."""
+    v1 = models["v1"].fingerprint
+    probe = seen(models, "v1", OBAMA[2:3])[0].embedding
+    template = seen(models, "v1", OBAMA[:1])[0].embedding
+    gallery.add("Obama", template[None], ["o1"], v1)
+    raw = float(template @ probe)
+    threshold = raw - 0.01  # raw cosine clears it by 0.01
+    (found,) = [f for f in search_face(probe, gallery, None, threshold, 2.0) if f.kind == "identity"]
+    assert found.similarity == pytest.approx(raw, abs=1e-5)
+    listed = search_face(probe, gallery, None, threshold - 0.05, 2.0, offset=0.05)  # the same margin after it
+    assert [(f.id, round(f.similarity - (raw - 0.05), 5)) for f in listed] == [("Obama", 0.0)]
+    assert search_face(probe, gallery, None, threshold, 2.0, offset=0.02) == []  # 0.01 above raw, 0.01 below after
