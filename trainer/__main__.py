@@ -103,47 +103,48 @@ def _calibrate(args) -> dict:
                               f"({old.fingerprint}): its card's harmonic_with is {embedder.card.harmonic_with}")
         old_cache = pipeline_cache(args.cache, args.images, old, detector, fallback_fraction=LFW_FALLBACK_FRACTION)
         gallery_embed = lambda paths: old_cache.embed(paths, old.embed, desc=f"calibrate {old.card.model_id}")
-    result = calibrate(chosen, lambda paths: cache.embed(paths, embedder.embed, desc="calibrate"),
-                       far_grid(args.loosest, args.strictest), block=args.block, gallery_embed=gallery_embed)
+    embed = lambda paths: cache.embed(paths, embedder.embed, desc="calibrate")
+    fars = far_grid(args.loosest, args.strictest)
+    result = calibrate(chosen, embed, fars, block=args.block, gallery_embed=gallery_embed)
     result.update({"model": embedder.card.model_id, "fingerprint": embedder.fingerprint,
                    "people": CALIBRATION_RULE if not args.include_bench_strangers else
                    "every unseen person (held-out folds, all one-image people)",
                    "pairs_file": str(args.pairs), "holdout_folds": folds, "images_dir": str(args.images),
                    "cache": str(cache.path), "command": args.command_line})
+    old_fingerprint = None if gallery_embed is None else old.fingerprint
     if gallery_embed is not None:
         result["gallery_model"] = {"model": old.card.model_id, "fingerprint": old.fingerprint}
-    normalised = None
     if embedder.card.cohort is not None:  # the matcher's own score: the same pairs less the cohort's people
         from pipeline.gallery.cohort import load_cohort
 
-        normalised = calibrate(people.cohort_free(args.include_bench_strangers),
-                               lambda paths: cache.embed(paths, embedder.embed, desc="calibrate"),
-                               far_grid(args.loosest, args.strictest), block=args.block, gallery_embed=gallery_embed,
-                               cohort=load_cohort(embedder.card, args.model))
-        normalised["people"] = ("the held-out fold people" + (" and the benchmark half of the one-image people"
-                                if args.include_bench_strangers else "") + "; never the cohort's own faces")
-        result["cohort"] = normalised
+        result["cohort"] = calibrate(people.cohort_free(args.include_bench_strangers), embed, fars, block=args.block,
+                                     gallery_embed=gallery_embed, cohort=load_cohort(embedder.card, args.model))
+        result["cohort"]["people"] = ("the held-out fold people" + (" and the benchmark half of the one-image "
+                                      "people" if args.include_bench_strangers else "") + "; never the cohort's own faces")
     if args.update_card:
         from pipeline.core.model_card import save_card
 
-        card = embedder.card
-        if gallery_embed is None:
-            update = {"thresholds": result["thresholds_at_far"],
-                      "metrics": {**card.metrics, "open_set_calibration": result}}
-        else:
-            update = {"harmonic_thresholds": {**card.harmonic_thresholds, old.fingerprint: result["thresholds_at_far"]},
-                      "metrics": {**card.metrics, "harmonic_calibration": {
-                          **card.metrics.get("harmonic_calibration", {}), old.fingerprint: result}}}
-        if normalised is not None:
-            curves = ({"thresholds": normalised["thresholds_at_far"]} if gallery_embed is None else
-                      {"harmonic_thresholds": {**card.cohort.harmonic_thresholds,
-                                               old.fingerprint: normalised["thresholds_at_far"]}})
-            update["cohort"] = card.cohort.model_copy(update=curves)
-        card = card.model_copy(update=update)
-        save_card(card, args.model)
+        save_card(_calibrated(embedder.card, result, old_fingerprint), args.model)
         log.info("wrote %d thresholds (FAR %s .. %s) into %s", len(result["thresholds_at_far"]),
                  next(iter(result["thresholds_at_far"])), list(result["thresholds_at_far"])[-1], args.model)
     return result
+
+
+def _calibrated(card, result: dict, old_fingerprint: str | None):
+    """`card` with the curves of `result`: its own (`old_fingerprint` None) or those against an older model's
+    templates, raw and (when the card has a cohort) of the normalised score, and the record in `metrics`."""
+    curve = result["thresholds_at_far"]
+    if old_fingerprint is None:
+        update = {"thresholds": curve, "metrics": {**card.metrics, "open_set_calibration": result}}
+    else:
+        update = {"harmonic_thresholds": {**card.harmonic_thresholds, old_fingerprint: curve},
+                  "metrics": {**card.metrics, "harmonic_calibration": {
+                      **card.metrics.get("harmonic_calibration", {}), old_fingerprint: result}}}
+    if "cohort" in result:
+        normalised = result["cohort"]["thresholds_at_far"]
+        update["cohort"] = card.cohort.model_copy(update={"thresholds": normalised} if old_fingerprint is None else {
+            "harmonic_thresholds": {**card.cohort.harmonic_thresholds, old_fingerprint: normalised}})
+    return card.model_copy(update=update)
 
 
 def _cohort(args) -> dict:
@@ -160,7 +161,8 @@ def _cohort(args) -> dict:
     embedder = Embedder(args.model, threads=args.threads)
     card = embedder.card
     people = unseen_people(args.images, args.pairs, list(card.training["data"]["holdout_folds"]))
-    paths = [path for name in sorted(people.cohort()) for path in people.cohort()[name]]
+    faces = people.cohort()
+    paths = [path for name in sorted(faces) for path in faces[name]]
     if len(paths) <= args.k:
         raise ConfigError(f"a cohort needs more than k={args.k} faces, {args.images} gives {len(paths)}")
     cache = pipeline_cache(args.cache, args.images, embedder, MTCNN(), fallback_fraction=LFW_FALLBACK_FRACTION)

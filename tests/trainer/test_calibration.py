@@ -337,3 +337,19 @@ def test_cohort_command_refuses_too_few_faces(tmp_path, shared_data):
     shutil.copy(MODEL, tmp_path / "card.json")
     (tmp_path / load_card(MODEL).onnx).symlink_to(MODEL.parent / load_card(MODEL).onnx)
     assert main(["cohort", "--images", str(root), "--pairs", str(pairs), "--model", str(tmp_path / "card.json")]) == 2
+
+
+def test_a_cross_model_calibration_lands_in_the_harmonic_curves_raw_and_normalised():
+    from trainer.__main__ import _calibrated
+
+    shipped = load_card(MODEL)
+    old = shipped.harmonic_with[0]
+    result = {"thresholds_at_far": {"1e-2": 0.71}, "cohort": {"thresholds_at_far": {"1e-2": 0.61}}}
+    card = _calibrated(shipped, result, old)
+    assert card.harmonic_thresholds[old] == {"1e-2": 0.71} and card.cohort.harmonic_thresholds[old] == {"1e-2": 0.61}
+    assert card.thresholds == shipped.thresholds and card.cohort.thresholds == shipped.cohort.thresholds
+    assert card.metrics["harmonic_calibration"][old] is result
+    own = _calibrated(shipped, result, None)
+    assert own.thresholds == {"1e-2": 0.71} and own.cohort.thresholds == {"1e-2": 0.61}
+    assert own.harmonic_thresholds == shipped.harmonic_thresholds
+    assert _calibrated(shipped.model_copy(update={"cohort": None}), {"thresholds_at_far": {"1e-2": 0.7}}, None).cohort is None
